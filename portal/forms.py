@@ -1,0 +1,130 @@
+"""Flask-WTF forms. Every POST goes through one, so CSRF is always checked."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import date
+from functools import cache
+
+import phonenumbers
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateField, EmailField, HiddenField, SelectField, StringField
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+
+NAME_MAX = 100
+EMAIL_MAX = 254
+PHONE_MAX = 32
+OLDEST_AGE = 130
+# Apostrophes and hyphens real names use, in their ASCII and typographic forms.
+NAME_PUNCTUATION = frozenset(" '’ʼ-‐.")
+# Zero-width (non-)joiners are format characters that some scripts need inside names.
+ALLOWED_FORMAT_CHARS = frozenset("\u200c\u200d")
+
+
+def normalise_name(value: str | None) -> str:
+    """Return the name in NFC with surrounding and repeated spaces removed."""
+    return " ".join(unicodedata.normalize("NFC", value or "").split())
+
+
+def name_problem(value: str) -> str | None:
+    """Say what is wrong with a name, or None if it is acceptable."""
+    for char in value:
+        category = unicodedata.category(char)
+        if char in NAME_PUNCTUATION or char in ALLOWED_FORMAT_CHARS:
+            continue
+        if category[0] in "LM":
+            continue
+        if category[0] == "C":
+            return "Remove the invisible or control characters."
+        return f"Names can't contain “{char}”."
+    if not any(unicodedata.category(char)[0] == "L" for char in value):
+        return "Enter a name with at least one letter."
+    return None
+
+
+class NameField(StringField):
+    """A text field for a personal name: NFC, trimmed, letters and name punctuation only."""
+
+    def process_formdata(self, valuelist: list[str]) -> None:
+        super().process_formdata(valuelist)
+        self.data = normalise_name(self.data)
+
+    def pre_validate(self, form: FlaskForm) -> None:
+        if self.data:
+            problem = name_problem(self.data)
+            if problem:
+                raise ValidationError(problem)
+
+
+@cache
+def country_choices() -> list[tuple[str, str]]:
+    """Return ISO 3166-1 alpha-3 codes with their names, sorted by name."""
+    countries = [(c.alpha_3, getattr(c, "common_name", c.name)) for c in pycountry.countries]
+    return sorted(countries, key=lambda pair: pair[1])
+
+
+def age_on(birth_date: date, today: date) -> int:
+    """Return the age in whole years on `today`."""
+    had_birthday = (today.month, today.day) >= (birth_date.month, birth_date.day)
+    return today.year - birth_date.year - (0 if had_birthday else 1)
+
+
+class OnboardingForm(FlaskForm):
+    """The details Authenticate needs to create a user. None of them are stored."""
+
+    submit_key = HiddenField()
+    first_name = NameField(
+        "First name", [DataRequired("Enter your first name."), Length(max=NAME_MAX)]
+    )
+    middle_name = NameField("Middle name (optional)", [Optional(), Length(max=NAME_MAX)])
+    last_name = NameField(
+        "Last name", [DataRequired("Enter your last name."), Length(max=NAME_MAX)]
+    )
+    birth_date = DateField(
+        "Date of birth", [InputRequired("Enter your date of birth.")], format="%Y-%m-%d"
+    )
+    email = EmailField(
+        "Email address", [DataRequired("Enter your email address."), Length(max=EMAIL_MAX)]
+    )
+    phone = StringField("Phone number (optional)", [Optional(), Length(max=PHONE_MAX)])
+    country = SelectField(
+        "Country", [DataRequired("Choose your country.")], choices=[], validate_choice=True
+    )
+    consent = BooleanField("I agree", [DataRequired("You need to agree before we can go on.")])
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.country.choices = [("", "Choose a country")] + country_choices()
+
+    def validate_birth_date(self, field: DateField) -> None:
+        today = date.today()
+        if field.data >= today:
+            raise ValidationError("Enter a date in the past.")
+        age = age_on(field.data, today)
+        minimum = int(current_app.config["MIN_AGE"])
+        if age < minimum:
+            raise ValidationError(f"You must be at least {minimum} years old.")
+        if age > OLDEST_AGE:
+            raise ValidationError("Check the year of your date of birth.")
+
+    def validate_email(self, field: EmailField) -> None:
+        try:
+            result = validate_email(field.data, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValidationError(f"Enter a valid email address: {exc}") from exc
+        field.data = result.normalized
+
+    def validate_phone(self, field: StringField) -> None:
+        region = current_app.config["PHONE_DEFAULT_REGION"]
+        try:
+            number = phonenumbers.parse(field.data, region)
+        except phonenumbers.NumberParseException as exc:
+            raise ValidationError("Enter a phone number, like +1 202 555 0143.") from exc
+        if not phonenumbers.is_valid_number(number):
+            raise ValidationError(
+                "That phone number doesn't look right. Include the country code, like +44."
+            )
+        field.data = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -1,0 +1,110 @@
+"""Database tables. Only UUIDs, statuses and timestamps: nothing that identifies a person."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, DateTime, Index, Integer, String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from portal.extensions import db
+
+PENDING = "pending"
+IN_PROGRESS = "in_progress"
+NEEDS_REVIEW = "needs_review"
+VERIFIED = "verified"
+FAILED = "failed"
+EXPIRED = "expired"
+
+# Order used to break ties between events with the same eventDate: the further along, the
+# higher. Distinct ranks keep the outcome independent of arrival order.
+STATE_RANK = {PENDING: 0, IN_PROGRESS: 1, EXPIRED: 2, NEEDS_REVIEW: 3, FAILED: 4, VERIFIED: 5}
+STATES = tuple(STATE_RANK)
+# Decisions. A terminal state is never replaced by a non-terminal one.
+TERMINAL_STATES = frozenset({VERIFIED, FAILED})
+
+UUID_LENGTH = 36
+PROVIDER_TEXT_LENGTH = 100
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Store naive UTC on every backend; hand back aware UTC datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Verification(db.Model):
+    """One Authenticate user created through the portal, known only by its UUID."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_access_code: Mapped[str] = mapped_column(String(UUID_LENGTH), unique=True)
+    state: Mapped[str] = mapped_column(String(20), default=PENDING, index=True)
+    raw_status: Mapped[str | None] = mapped_column(String(PROVIDER_TEXT_LENGTH))
+    verification_method: Mapped[str | None] = mapped_column(String(PROVIDER_TEXT_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    link_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def __repr__(self) -> str:
+        return f"<Verification {self.user_access_code} {self.state}>"
+
+
+class Submission(db.Model):
+    """A one-time form submit key (hashed), claimed before Authenticate is called."""
+
+    __tablename__ = "submissions"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Null while the create-user call for this key is in flight.
+    user_access_code: Mapped[str | None] = mapped_column(String(UUID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Submission {self.key_hash[:8]} {self.user_access_code}>"
+
+
+class WebhookEvent(db.Model):
+    """The allow-listed fields of one webhook delivery; never the body."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_uac_date", "user_access_code", "event_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(PROVIDER_TEXT_LENGTH), unique=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    user_access_code: Mapped[str | None] = mapped_column(String(UUID_LENGTH))
+    raw_status: Mapped[str | None] = mapped_column(String(PROVIDER_TEXT_LENGTH))
+    verification_method: Mapped[str | None] = mapped_column(String(PROVIDER_TEXT_LENGTH))
+    event_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # True when the UUID was never created through this portal.
+    orphan: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    def __repr__(self) -> str:
+        return f"<WebhookEvent {self.event_id} {self.event_type}>"

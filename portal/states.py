@@ -1,0 +1,53 @@
+"""Plain-words descriptions of the portal states, for the status page and its poll."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from portal.models import (
+    EXPIRED,
+    FAILED,
+    IN_PROGRESS,
+    NEEDS_REVIEW,
+    PENDING,
+    TERMINAL_STATES,
+    VERIFIED,
+)
+
+
+@dataclass(frozen=True)
+class StateText:
+    title: str
+    detail: str
+    terminal: bool
+
+
+TEXTS = {
+    PENDING: (
+        "Waiting for you to start verification",
+        "Continue to the verification page to check your identity.",
+    ),
+    IN_PROGRESS: ("Verification in progress", "You can close this page; we'll keep checking."),
+    NEEDS_REVIEW: (
+        "Under review",
+        "Your verification is being reviewed. You can close this page; we'll keep checking.",
+    ),
+    EXPIRED: (
+        "Verification not finished",
+        "Your verification session ended before it was complete. "
+        "You can continue where you left off.",
+    ),
+    VERIFIED: ("Verified", "Your identity has been verified. You can close this page."),
+    FAILED: (
+        "Verification failed",
+        "We couldn't verify your identity. Please contact {contact} for help.",
+    ),
+}
+
+
+def describe(state: str, contact: str) -> StateText:
+    """Return the title and next-step text for a portal state; `contact` is who helps."""
+    title, detail = TEXTS.get(state, TEXTS[NEEDS_REVIEW])
+    return StateText(
+        title=title, detail=detail.format(contact=contact), terminal=state in TERMINAL_STATES
+    )

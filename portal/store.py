@@ -1,0 +1,222 @@
+"""Every database read and write, and the verification state machine."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from portal.extensions import db
+from portal.models import (
+    NEEDS_REVIEW,
+    PENDING,
+    STATE_RANK,
+    TERMINAL_STATES,
+    Submission,
+    Verification,
+    WebhookEvent,
+    utcnow,
+)
+
+STATUS_EVENT = "SELF_VERIFICATION_TRY_STATUS"
+
+
+def hash_submit_key(key: str) -> str:
+    """Return the stored form of a submit key, so a database reader cannot replay it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def claim_submission(key: str) -> bool:
+    """Claim a one-time submit key; return False if it was claimed before.
+
+    The claim is committed before Authenticate is called, so a second request carrying the
+    same key (double click, resubmit, another instance) finds it instead of creating a user.
+    """
+    db.session.add(Submission(key_hash=hash_submit_key(key)))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True
+
+
+def release_submission(key: str) -> None:
+    """Drop an unfinished claim after a failed create, so the same form can be sent again."""
+    db.session.execute(
+        delete(Submission).where(
+            Submission.key_hash == hash_submit_key(key), Submission.user_access_code.is_(None)
+        )
+    )
+    db.session.commit()
+
+
+def wait_for_submission(key: str, timeout: float, interval: float = 0.1) -> str | None:
+    """Return the UUID created for a claimed key, waiting up to `timeout` seconds for it."""
+    key_hash = hash_submit_key(key)
+    deadline = time.monotonic() + timeout
+    while True:
+        db.session.expire_all()
+        uac = db.session.scalar(
+            select(Submission.user_access_code).where(Submission.key_hash == key_hash)
+        )
+        if uac is not None or time.monotonic() >= deadline:
+            return uac
+        time.sleep(interval)
+
+
+def add_verification(user_access_code: str, submit_key: str) -> Verification:
+    """Store a new UUID and tie it to its submit key, in one transaction."""
+    record = Verification(user_access_code=user_access_code, state=PENDING)
+    db.session.add(record)
+    submission = db.session.get(Submission, hash_submit_key(submit_key))
+    if submission is None:
+        submission = Submission(key_hash=hash_submit_key(submit_key))
+        db.session.add(submission)
+    submission.user_access_code = user_access_code
+    db.session.commit()
+    return record
+
+
+def get_verification(user_access_code: str) -> Verification | None:
+    """Return the record for a UUID, or None if the portal never created it."""
+    return db.session.scalar(
+        select(Verification).where(Verification.user_access_code == user_access_code)
+    )
+
+
+def mark_link_issued(user_access_code: str) -> None:
+    """Remember when a Medallion link was last handed out for the UUID."""
+    record = get_verification(user_access_code)
+    if record is not None:
+        record.link_issued_at = utcnow()
+        db.session.commit()
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """The allow-listed fields of one webhook delivery."""
+
+    event_id: str
+    event_type: str
+    user_access_code: str | None
+    raw_status: str | None
+    verification_method: str | None
+    event_date: datetime | None
+
+
+def state_for(raw_status: str | None, table: Mapping[str, str]) -> str:
+    """Map a provider status to a portal state; unknown values need a human to look."""
+    if raw_status is None:
+        return NEEDS_REVIEW
+    state = table.get(raw_status.strip().lower(), NEEDS_REVIEW)
+    return state if state in STATE_RANK else NEEDS_REVIEW
+
+
+@dataclass(frozen=True)
+class Folded:
+    state: str
+    raw_status: str | None
+    verification_method: str | None
+    last_event_at: datetime | None
+    decided_at: datetime | None
+
+
+def fold_events(events: Iterable[WebhookEvent], table: Mapping[str, str]) -> Folded:
+    """Replay status events in eventDate order and return where they leave the record.
+
+    Ties on eventDate are broken by state rank, never by arrival, and a decision is never
+    replaced by a non-terminal state, so any delivery order gives the same result.
+    """
+    keyed = [(event, state_for(event.raw_status, table)) for event in events]
+    keyed.sort(
+        key=lambda pair: (
+            pair[0].event_date,
+            STATE_RANK[pair[1]],
+            pair[0].raw_status or "",
+            pair[0].event_id,
+        )
+    )
+    result = Folded(PENDING, None, None, None, None)
+    for event, state in keyed:
+        if result.state in TERMINAL_STATES and state not in TERMINAL_STATES:
+            continue
+        decided_at = event.event_date if state in TERMINAL_STATES else None
+        result = Folded(
+            state, event.raw_status, event.verification_method, event.event_date, decided_at
+        )
+    return result
+
+
+def record_event(event: IncomingEvent, table: Mapping[str, str]) -> str:
+    """Record a webhook event and move its record, in one transaction.
+
+    Returns "duplicate" for an event id seen before, "orphan" for a UUID the portal never
+    created, "ignored" for event types that do not change state, else "recorded".
+    """
+    record = None
+    if event.user_access_code is not None:
+        # Lock the record so concurrent events for one UUID fold one after the other.
+        record = db.session.scalar(
+            select(Verification)
+            .where(Verification.user_access_code == event.user_access_code)
+            .with_for_update()
+        )
+    db.session.add(
+        WebhookEvent(
+            event_id=event.event_id,
+            event_type=event.event_type,
+            user_access_code=event.user_access_code,
+            raw_status=event.raw_status,
+            verification_method=event.verification_method,
+            event_date=event.event_date,
+            orphan=record is None,
+        )
+    )
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return "duplicate"
+    outcome = _apply_events(record, event, table)
+    db.session.commit()
+    return outcome
+
+
+def _apply_events(
+    record: Verification | None, event: IncomingEvent, table: Mapping[str, str]
+) -> str:
+    if record is None:
+        return "orphan"
+    if event.event_type != STATUS_EVENT or event.event_date is None:
+        return "ignored"
+    events = db.session.scalars(
+        select(WebhookEvent).where(
+            WebhookEvent.user_access_code == record.user_access_code,
+            WebhookEvent.event_type == STATUS_EVENT,
+            WebhookEvent.event_date.is_not(None),
+        )
+    )
+    folded = fold_events(events, table)
+    record.state = folded.state
+    record.raw_status = folded.raw_status
+    record.verification_method = folded.verification_method
+    record.last_event_at = folded.last_event_at
+    record.decided_at = folded.decided_at
+    return "recorded"
+
+
+def list_events(user_access_code: str) -> list[WebhookEvent]:
+    """Return a UUID's events, oldest eventDate first."""
+    return list(
+        db.session.scalars(
+            select(WebhookEvent)
+            .where(WebhookEvent.user_access_code == user_access_code)
+            .order_by(WebhookEvent.event_date, WebhookEvent.id)
+        )
+    )

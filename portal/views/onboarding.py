@@ -1,0 +1,113 @@
+"""The onboarding form and its submit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+
+from flask import Blueprint, current_app, redirect, render_template, url_for
+from werkzeug.wrappers import Response
+
+from portal import store
+from portal.client import (
+    AuthenticateError,
+    AuthenticateRejected,
+    AuthenticateUnexpectedResponse,
+    NewUser,
+)
+from portal.forms import OnboardingForm
+from portal.helpers import get_client, status_signer
+
+logger = logging.getLogger(__name__)
+bp = Blueprint("onboarding", __name__)
+
+SUBMIT_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,64}")
+UNAVAILABLE_MESSAGE = (
+    "We couldn't reach the verification service just now. Your details are still here: "
+    "please try again in a moment."
+)
+UNEXPECTED_MESSAGE = (
+    "The verification service gave an answer we didn't understand. Your details are still "
+    "here: please try again in a moment."
+)
+IN_FLIGHT_MESSAGE = (
+    "We're still processing your first submission of this form. Please wait a moment and "
+    "submit again."
+)
+
+
+@bp.get("/")
+def index() -> str:
+    """Show an empty form with a fresh one-time submit key."""
+    form = OnboardingForm(country=current_app.config["DEFAULT_COUNTRY"])
+    form.submit_key.data = new_submit_key()
+    return render_template("onboarding/index.html", form=form)
+
+
+@bp.post("/")
+def submit() -> Response | tuple[str, int]:
+    """Create the Authenticate user once per submit key, then go to the next step."""
+    form = OnboardingForm()
+    if not SUBMIT_KEY_PATTERN.fullmatch(form.submit_key.data or ""):
+        form.submit_key.data = new_submit_key()
+    if not form.validate_on_submit():
+        return render_template("onboarding/index.html", form=form), 422
+    key = form.submit_key.data
+    if not store.claim_submission(key):
+        return resubmitted(form, key)
+    try:
+        created = get_client().create_user(new_user(form))
+    except AuthenticateError as exc:
+        store.release_submission(key)
+        return upstream_failed(form, exc)
+    store.add_verification(created.user_access_code, key)
+    logger.info("created user %s", created.user_access_code)
+    return next_step(created.user_access_code)
+
+
+def new_submit_key() -> str:
+    """Return a one-time key that ties a form to at most one Authenticate user."""
+    return secrets.token_urlsafe(32)
+
+
+def new_user(form: OnboardingForm) -> NewUser:
+    """Copy the validated form into the create-user request."""
+    return NewUser(
+        first_name=form.first_name.data,
+        middle_name=form.middle_name.data or None,
+        last_name=form.last_name.data,
+        birth_date=form.birth_date.data,
+        email=form.email.data,
+        phone=form.phone.data or None,
+        country=form.country.data,
+    )
+
+
+def next_step(user_access_code: str) -> Response:
+    """Send the browser to the page that fetches a Medallion link (303, so reload is safe)."""
+    token = status_signer().dumps(user_access_code)
+    return redirect(url_for("status.continue_verification", token=token), 303)
+
+
+def resubmitted(form: OnboardingForm, key: str) -> Response | tuple[str, int]:
+    """Answer a repeat of an already-claimed form with the same next step."""
+    budget = sum(get_client().timeout)
+    user_access_code = store.wait_for_submission(key, timeout=budget)
+    if user_access_code is None:
+        form.form_errors.append(IN_FLIGHT_MESSAGE)
+        return render_template("onboarding/index.html", form=form), 409
+    logger.info("repeat submit for user %s", user_access_code)
+    return next_step(user_access_code)
+
+
+def upstream_failed(form: OnboardingForm, exc: AuthenticateError) -> tuple[str, int]:
+    """Show the form again, filled in, with a message that says what happened."""
+    if isinstance(exc, AuthenticateRejected):
+        form.form_errors.append(
+            f"The verification service didn't accept these details: {exc.message}"
+        )
+        return render_template("onboarding/index.html", form=form), 422
+    unexpected = isinstance(exc, AuthenticateUnexpectedResponse)
+    form.form_errors.append(UNEXPECTED_MESSAGE if unexpected else UNAVAILABLE_MESSAGE)
+    return render_template("onboarding/index.html", form=form), 502 if unexpected else 503

@@ -1,0 +1,97 @@
+"""The signed-link status page, its JSON poll, and the way on to Medallion."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
+from werkzeug.wrappers import Response
+
+from portal import store
+from portal.client import AuthenticateError, AuthenticateRejected
+from portal.helpers import get_client, load_status_token, status_url
+from portal.models import Verification
+from portal.states import describe
+from portal.tokens import TokenExpired, TokenInvalid
+
+logger = logging.getLogger(__name__)
+bp = Blueprint("status", __name__, url_prefix="/status")
+
+
+def record_for(token: str) -> Verification:
+    """Return the record a status token points at, or stop with the right error page."""
+    try:
+        user_access_code = load_status_token(token)
+    except TokenExpired:
+        abort(410)
+    except TokenInvalid:
+        abort(404)
+    record = store.get_verification(user_access_code)
+    if record is None:
+        abort(404)
+    return record
+
+
+@bp.get("/<token>")
+def page(token: str) -> Response:
+    """Show the current state in plain words; it refreshes itself until decided."""
+    record = record_for(token)
+    html = render_template(
+        "status/page.html",
+        record=record,
+        state=describe(record.state, current_app.config["SUPPORT_CONTACT"]),
+        token=token,
+        poll_seconds=current_app.config["STATUS_POLL_SECONDS"],
+    )
+    return no_store(Response(html))
+
+
+@bp.get("/<token>.json")
+def poll(token: str) -> Response:
+    """Answer the page's poll; 304 when nothing changed since the ETag the script sent."""
+    record = record_for(token)
+    state = describe(record.state, current_app.config["SUPPORT_CONTACT"])
+    etag = hashlib.sha256(f"{record.state}|{record.updated_at}".encode()).hexdigest()[:32]
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        response = jsonify(
+            state=record.state, title=state.title, detail=state.detail, terminal=state.terminal
+        )
+    response.set_etag(etag)
+    return no_store(response)
+
+
+@bp.get("/<token>/continue")
+def continue_verification(token: str) -> Response | tuple[str, int]:
+    """Get a fresh Medallion link (links expire) and send the browser on to it."""
+    record = record_for(token)
+    if record.is_terminal:
+        return redirect(status_url(record.user_access_code), 303)
+    try:
+        link = get_client().create_link(
+            record.user_access_code, status_url(record.user_access_code)
+        )
+    except AuthenticateRejected as exc:
+        if "already completed" in exc.message.lower():
+            return redirect(status_url(record.user_access_code), 303)
+        logger.warning("link refused for user %s: %d", record.user_access_code, exc.status_code)
+        return link_failed(token)
+    except AuthenticateError:
+        logger.warning("link unavailable for user %s", record.user_access_code)
+        return link_failed(token)
+    store.mark_link_issued(record.user_access_code)
+    html = render_template("status/continue.html", link_url=link.url, token=token)
+    return no_store(Response(html))
+
+
+def link_failed(token: str) -> tuple[str, int]:
+    """Say the link could not be fetched; the user is created, so a retry is all it takes."""
+    return render_template("status/link_failed.html", token=token), 503
+
+
+def no_store(response: Response) -> Response:
+    """Keep signed-link pages out of every cache."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
