@@ -1,0 +1,62 @@
+// Poll the status JSON until the verification is decided, backing off while nothing changes.
+(function () {
+  "use strict";
+  var section = document.getElementById("status");
+  if (!section || section.dataset.terminal === "true") {
+    return;
+  }
+  var url = section.dataset.pollUrl;
+  var base = Math.max(1, Number(section.dataset.pollSeconds) || 3) * 1000;
+  var maxDelay = 60000;
+  var delay = base;
+  var etag = null;
+  var title = document.getElementById("status-title");
+  var detail = document.getElementById("status-detail");
+  var next = document.getElementById("continue");
+
+  function show(data) {
+    section.className = "status status-" + data.state;
+    title.textContent = data.title;
+    detail.textContent = data.detail;
+    if (data.terminal) {
+      next.hidden = true;
+    }
+  }
+
+  function schedule(changed) {
+    delay = changed ? base : Math.min(delay * 1.5, maxDelay);
+    window.setTimeout(poll, delay);
+  }
+
+  function poll() {
+    var headers = { Accept: "application/json" };
+    if (etag) {
+      headers["If-None-Match"] = etag;
+    }
+    fetch(url, { headers: headers, cache: "no-store", credentials: "same-origin" })
+      .then(function (response) {
+        if (response.status === 304) {
+          return schedule(false);
+        }
+        if (!response.ok) {
+          // Expired or revoked links stop polling; a reload shows the explanation.
+          if (response.status === 404 || response.status === 410) {
+            return window.location.reload();
+          }
+          return schedule(false);
+        }
+        etag = response.headers.get("ETag");
+        return response.json().then(function (data) {
+          show(data);
+          if (!data.terminal) {
+            schedule(true);
+          }
+        });
+      })
+      .catch(function () {
+        schedule(false);
+      });
+  }
+
+  window.setTimeout(poll, base);
+})();
