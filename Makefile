@@ -1,0 +1,35 @@
+# `make run` and `make test` each do all their own setup on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench chromium clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	FLASK_DEBUG=1 $(BIN)/python -m portal.dev
+
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check portal tests
+
+# Debian's Chromium for the browser tests; needs root (CI runs as root). Without it the
+# browser tests skip and say why, unless PORTAL_REQUIRE_BROWSER=1.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is not installed and this user cannot install it: browser tests will skip"; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache
