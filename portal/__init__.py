@@ -46,6 +46,8 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     app.config.from_prefixed_env("PORTAL")
     if test_config is not None:
         app.config.update(test_config)
+    if app.config["EXTERNAL_URL"].startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"] or sqlite_url(app)
     if not (app.debug or app.testing):

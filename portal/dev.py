@@ -16,19 +16,13 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask
 from flask_migrate import upgrade
-from werkzeug.serving import WSGIRequestHandler, run_simple
+from werkzeug.serving import run_simple
 
 from portal import create_app
 from portal.cli import webhook_url
+from portal.sandbox.server import AnonymousRequestHandler
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-class NoAddressRequestHandler(WSGIRequestHandler):
-    """Log requests without the client's IP address, which is personal data."""
-
-    def address_string(self) -> str:
-        return "-"
 
 
 def start_sandbox(app: Flask) -> subprocess.Popen[bytes] | None:
@@ -81,7 +75,7 @@ def main() -> None:
             external.port or 5000,
             app,
             threaded=True,
-            request_handler=NoAddressRequestHandler,
+            request_handler=AnonymousRequestHandler,
         )
     finally:
         if sandbox is not None:

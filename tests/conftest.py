@@ -1,11 +1,14 @@
 import os
 import re
+import time
 import uuid
 
 import pytest
+import requests
 from sqlalchemy import create_engine, text
 
-from portal import create_app
+from portal import create_app, store
+from portal.cli import webhook_url
 from portal.client import (
     AuthenticateUnavailable,
     CreatedUser,
@@ -165,3 +168,87 @@ class Onboarding:
 @pytest.fixture
 def onboarding(client):
     return Onboarding(client)
+
+
+class LiveServers:
+    """The portal and the sandbox, each served over real HTTP on a free loopback port."""
+
+    def __init__(self, portal_app, portal_url, sandbox_app, sandbox_url):
+        self.portal_app = portal_app
+        self.portal_url = portal_url
+        self.sandbox_app = sandbox_app
+        self.sandbox_url = sandbox_url
+
+    def sandbox_json(self, path):
+        response = requests.get(
+            f"{self.sandbox_url}{path}",
+            headers={"Authorization": "Bearer sandbox-api-key"},
+            timeout=5,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for_state(self, user_access_code, state, seconds=15):
+        """Wait until the portal's record reaches `state`; return the record's final state."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with self.portal_app.app_context():
+                db.session.expire_all()
+                record = store.get_verification(user_access_code)
+                current = record.state if record else None
+            if current == state or time.monotonic() > deadline:
+                return current
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def sandbox_config():
+    """Sandbox settings for the `live` fixture; a test module may override this fixture."""
+    return {"WEBHOOK_BACKOFF": 0.05, "WEBHOOK_MAX_ATTEMPTS": 8}
+
+
+@pytest.fixture
+def portal_config():
+    """Extra portal settings for the `live` fixture; a test module may override this fixture."""
+    return {}
+
+
+@pytest.fixture
+def live(tmp_path, sandbox_config, portal_config):
+    """Start the sandbox and the portal (CSRF on) and register the webhook, as an operator would."""
+    from portal import sandbox
+
+    sandbox_app = sandbox.create_app(sandbox_config)
+    sandbox_server, _ = sandbox.serve(sandbox_app)
+    sandbox_url = f"http://127.0.0.1:{sandbox_server.port}"
+    portal_app = make_app(
+        f"sqlite:///{tmp_path / 'live.sqlite3'}",
+        WTF_CSRF_ENABLED=True,
+        # Plain http, so the session (CSRF) cookie is not marked Secure; the port is set below.
+        EXTERNAL_URL="http://127.0.0.1",
+        AUTHENTICATE_API_URL=sandbox_url,
+        AUTHENTICATE_VERIFY_URL=f"{sandbox_url}/",
+        AUTHENTICATE_API_KEY="sandbox-api-key",
+        AUTHENTICATE_CONNECT_TIMEOUT=2,
+        AUTHENTICATE_READ_TIMEOUT=5,
+        **portal_config,
+    )
+    portal_server, _ = sandbox.serve(portal_app)
+    portal_url = f"http://127.0.0.1:{portal_server.port}"
+    portal_app.config["EXTERNAL_URL"] = portal_url
+    with portal_app.app_context():
+        hook = webhook_url()
+    registered = requests.post(
+        f"{sandbox_url}/company/webhook",
+        json={"companyAccessCode": "test-company", "webhookURL": hook},
+        headers={"Authorization": "Bearer sandbox-api-key"},
+        timeout=5,
+    )
+    assert registered.status_code == 200
+    yield LiveServers(portal_app, portal_url, sandbox_app, sandbox_url)
+    portal_server.shutdown()
+    sandbox_server.shutdown()
+    sandbox_app.extensions["sandbox.deliverer"].stop()
+    portal_app.extensions["portal.client"].session.close()
+    with portal_app.app_context():
+        db.engine.dispose()

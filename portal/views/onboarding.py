@@ -7,6 +7,7 @@ import re
 import secrets
 
 from flask import Blueprint, current_app, redirect, render_template, url_for
+from sqlalchemy.exc import DBAPIError
 from werkzeug.wrappers import Response
 
 from portal import store
@@ -26,6 +27,9 @@ SUBMIT_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,64}")
 UNAVAILABLE_MESSAGE = (
     "We couldn't reach the verification service just now. Your details are still here: "
     "please try again in a moment."
+)
+STORAGE_MESSAGE = (
+    "Something went wrong on our side. Your details are still here: please try again in a moment."
 )
 UNEXPECTED_MESSAGE = (
     "The verification service gave an answer we didn't understand. Your details are still "
@@ -53,6 +57,16 @@ def submit() -> Response | tuple[str, int]:
         form.submit_key.data = new_submit_key()
     if not form.validate_on_submit():
         return render_template("onboarding/index.html", form=form), 422
+    try:
+        return create_once(form)
+    except DBAPIError:
+        logger.exception("onboarding submit failed: database unavailable")
+        form.form_errors.append(STORAGE_MESSAGE)
+        return render_template("onboarding/index.html", form=form), 503
+
+
+def create_once(form: OnboardingForm) -> Response | tuple[str, int]:
+    """Claim the form's submit key, create the user, and record its UUID."""
     key = form.submit_key.data
     if not store.claim_submission(key):
         return resubmitted(form, key)
@@ -61,7 +75,12 @@ def submit() -> Response | tuple[str, int]:
     except AuthenticateError as exc:
         store.release_submission(key)
         return upstream_failed(form, exc)
-    store.add_verification(created.user_access_code, key)
+    try:
+        store.add_verification(created.user_access_code, key)
+    except DBAPIError:
+        # Authenticate has the user but we could not keep its UUID: log it for the operator.
+        logger.error("created user %s but could not store it", created.user_access_code)
+        raise
     logger.info("created user %s", created.user_access_code)
     return next_step(created.user_access_code)
 

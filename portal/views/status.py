@@ -5,8 +5,16 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
-from werkzeug.wrappers import Response
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+)
 
 from portal import store
 from portal.client import AuthenticateError, AuthenticateRejected

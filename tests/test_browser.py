@@ -1,0 +1,104 @@
+"""A real browser (Debian's Chromium through Playwright) goes from the form to "Verified"."""
+
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import skip_or_fail
+
+pytestmark = pytest.mark.browser
+
+# Flags for a root, headless, offline machine: no sandboxing (root), and no background
+# traffic to Google's services, which this machine's closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path():
+    return os.environ.get("PORTAL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def sandbox_config():
+    # The webhook lands a few seconds after the choice, so the status page is seen first in
+    # its earlier state and must change by itself.
+    return {"WEBHOOK_BACKOFF": 0.05, "WEBHOOK_DELAY": 2.5}
+
+
+@pytest.fixture
+def portal_config():
+    return {"STATUS_POLL_SECONDS": 1}
+
+
+@pytest.fixture
+def browser():
+    path = chromium_path()
+    if not os.path.exists(path):
+        skip_or_fail(f"no Chromium at {path}; install Debian's chromium", "PORTAL_REQUIRE_BROWSER")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    # A phone-sized window: most people onboard on their phone.
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")
+    yield context.new_page()
+    context.close()
+
+
+def fill_form(page, first_name):
+    page.get_by_label("First name").fill(first_name)
+    page.get_by_label("Last name").fill("Saldaña-Pérez")
+    page.get_by_label("Date of birth").fill("1990-05-22")
+    page.get_by_label("Email address").fill("browser.test@example.org")
+    page.get_by_label("Phone number (optional)").fill("+44 20 7946 0958")
+    page.get_by_label("Country").select_option("CAN")
+    page.get_by_label("I agree").check()
+
+
+def test_browser_form_to_verified_without_reload(live, page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(f"{live.portal_url}/")
+    fill_form(page, "小龍")
+    page.get_by_role("button", name="Continue").click()
+
+    # The next-step page forwards the browser to Medallion by itself.
+    page.wait_for_url(f"{live.sandbox_url}/?token=*", timeout=15_000)
+    page.get_by_role("button", name="Verified").click()
+
+    page.wait_for_url(f"{live.portal_url}/status/*", timeout=15_000)
+    title = page.locator("#status-title")
+    expect(title).not_to_have_text("Verified")
+    page.evaluate("window.__sameDocument = true")
+    expect(title).to_have_text("Verified", timeout=20_000)
+    assert page.evaluate("window.__sameDocument") is True
+    expect(page.locator("#continue")).to_be_hidden()
+    page.screenshot(path=str(tmp_path / "verified.png"), full_page=True)
+
+
+def test_browser_shows_errors_next_to_fields_and_keeps_values(live, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{live.portal_url}/")
+    fill_form(page, "O'Brien")
+    page.get_by_label("Date of birth").fill("2099-01-01")
+    page.get_by_role("button", name="Continue").click()
+
+    expect(page.locator("#birth_date-error")).to_have_text("Enter a date in the past.")
+    expect(page.get_by_label("First name")).to_have_value("O'Brien")
+    expect(page.get_by_label("Email address")).to_have_value("browser.test@example.org")
+    assert live.sandbox_json("/_sandbox/users")["count"] == 0

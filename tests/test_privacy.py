@@ -1,0 +1,94 @@
+"""PII canary: distinctive values go in every field; none may come out anywhere we keep."""
+
+import base64
+import logging
+import zlib
+
+import requests
+from sqlalchemy import select
+
+from portal.extensions import db
+from tests.conftest import VALID_FORM
+from tests.test_integration import complete_medallion, hidden_inputs, href_of, uuid_behind
+
+CANARY_FORM = dict(
+    VALID_FORM,
+    first_name="Zqwfirstcanary",
+    middle_name="Zqwmiddlecanary",
+    last_name="Zqwlastcanary",
+    birth_date="1971-03-29",
+    email="zqw.mail.canary@example.org",
+    phone="+44 20 7946 0321",
+    country="ISL",
+)
+CANARY_AGENT = "ZqwAgentCanary/9.1"
+CANARIES = [
+    "Zqwfirstcanary",
+    "Zqwmiddlecanary",
+    "Zqwlastcanary",
+    "1971-03-29",
+    "29-03-1971",
+    "zqw.mail.canary",
+    "example.org",
+    "2079460321",
+    "7946 0321",
+    CANARY_AGENT,
+    "ZqwAgent",
+]
+
+
+def session_cookie_payload(value):
+    """Decode Flask's signed session cookie (optionally zlib-compressed JSON)."""
+    compressed = value.startswith(".")
+    payload = value.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return (zlib.decompress(raw) if compressed else raw).decode()
+
+
+def database_dump(app):
+    """Every value in every column of every table, as text."""
+    values = []
+    with app.app_context():
+        for table in db.metadata.sorted_tables:
+            for row in db.session.execute(select(table)):
+                values.extend(str(value) for value in row)
+    return "\n".join(values)
+
+
+def test_no_personal_data_in_database_logs_cookies_or_urls(live, caplog):
+    caplog.set_level(logging.DEBUG)
+    headers = {"User-Agent": CANARY_AGENT}
+    urls, cookies = [], []
+    with requests.Session() as session:
+        page = session.get(f"{live.portal_url}/", headers=headers, timeout=5)
+        data = dict(CANARY_FORM, **hidden_inputs(page.text))
+        submitted = session.post(f"{live.portal_url}/", data=data, headers=headers, timeout=10)
+        urls += [r.headers.get("Location", "") for r in submitted.history] + [submitted.url]
+        cookies += [r.headers.get("Set-Cookie", "") for r in [page, submitted, *submitted.history]]
+        link = href_of(submitted.text, "medallion-link")
+        back = complete_medallion(session, link, "verified", headers=headers)
+        urls += [link, back]
+        user_access_code = uuid_behind(live, link)
+        assert live.wait_for_state(user_access_code, "verified") == "verified"
+        status = session.get(back, headers=headers, timeout=5)
+        cookies.append(status.headers.get("Set-Cookie", ""))
+        cookies += [session_cookie_payload(c.value) for c in session.cookies if c.name == "session"]
+
+    kept = {
+        "database": database_dump(live.portal_app),
+        "logs": caplog.text,
+        "cookies": "\n".join(cookies),
+        "urls": "\n".join(urls),
+    }
+    # The canary test must see real material, or it proves nothing.
+    assert user_access_code in kept["database"]
+    assert user_access_code in kept["logs"]
+    assert "csrf_token" in kept["cookies"]
+    assert "/status/" in kept["urls"]
+    leaks = [
+        (where, canary)
+        for where, text in kept.items()
+        for canary in CANARIES
+        if canary.lower() in text.lower()
+    ]
+    assert leaks == []
