@@ -106,6 +106,8 @@ def configure_logging(app: Flask) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler._portal = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
+    # One line per record, even when something (Alembic's logging config) adds a root handler.
+    logger.propagate = False
 
 
 @event.listens_for(Engine, "connect")
