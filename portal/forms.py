@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import date
 from functools import cache
@@ -25,8 +26,14 @@ ALLOWED_FORMAT_CHARS = frozenset("\u200c\u200d")
 
 
 def normalise_name(value: str | None) -> str:
-    """Return the name in NFC with surrounding and repeated spaces removed."""
-    return " ".join(unicodedata.normalize("NFC", value or "").split())
+    """Return the name in NFC, with space characters as one plain space, trimmed.
+
+    Only Unicode space separators are folded: str.split() would also swallow line breaks
+    and other control characters, which must reach name_problem to be refused.
+    """
+    text = unicodedata.normalize("NFC", value or "")
+    spaced = "".join(" " if unicodedata.category(char) == "Zs" else char for char in text)
+    return re.sub(" {2,}", " ", spaced).strip(" ")
 
 
 def name_problem(value: str) -> str | None:
@@ -100,6 +107,8 @@ class OnboardingForm(FlaskForm):
         self.country.choices = [("", "Choose a country")] + country_choices()
 
     def validate_birth_date(self, field: DateField) -> None:
+        if field.data is None:  # not a date: DateField has already said so
+            return
         today = date.today()
         if field.data >= today:
             raise ValidationError("Enter a date in the past.")
