@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
-from portal.helpers import external_url
+from portal.helpers import external_url, get_client
+from portal.reconcile import reconcile
 
 
 def webhook_url() -> str:
@@ -14,9 +16,27 @@ def webhook_url() -> str:
 
 
 @click.command("webhook-url")
+@with_appcontext
 def webhook_url_command() -> None:
     """Print the URL to register as the Authenticate webhook."""
     click.echo(webhook_url())
 
 
-commands = [webhook_url_command]
+@click.command("reconcile")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds a record must have been idle (default: PORTAL_RECONCILE_AFTER).",
+)
+@with_appcontext
+def reconcile_command(older_than: float | None) -> None:
+    """Ask Authenticate about undecided records that stopped moving; recover missed webhooks."""
+    outcomes = reconcile(get_client(), current_app.config, older_than)
+    if not outcomes:
+        click.echo("Nothing to re-check.")
+    for outcome, count in sorted(outcomes.items()):
+        click.echo(f"{outcome}: {count}")
+
+
+commands = [webhook_url_command, reconcile_command]

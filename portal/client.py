@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -82,6 +82,14 @@ class MedallionLink:
     url: str
 
 
+@dataclass(frozen=True)
+class LinkStatus:
+    """What Authenticate reports for a Medallion token; `status` is None before any attempt."""
+
+    status: str | None
+    verification_method: str | None
+
+
 class AuthenticateClient:
     """Calls Authenticate with one pooled session and a timeout on every request."""
 
@@ -95,6 +103,8 @@ class AuthenticateClient:
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
         workflow_id: str | None = None,
+        status_field: str = "status",
+        method_field: str = "verificationMethod",
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
@@ -102,6 +112,8 @@ class AuthenticateClient:
         self.verify_url = verify_url
         self.timeout = (connect_timeout, read_timeout)
         self.workflow_id = workflow_id
+        self.status_field = status_field
+        self.method_field = method_field
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AuthenticateClient:
@@ -114,6 +126,8 @@ class AuthenticateClient:
             connect_timeout=float(config["AUTHENTICATE_CONNECT_TIMEOUT"]),
             read_timeout=float(config["AUTHENTICATE_READ_TIMEOUT"]),
             workflow_id=config.get("AUTHENTICATE_WORKFLOW_ID") or None,
+            status_field=config.get("AUTHENTICATE_STATUS_FIELD") or "status",
+            method_field=config.get("AUTHENTICATE_METHOD_FIELD") or "verificationMethod",
         )
 
     def create_user(self, user: NewUser) -> CreatedUser:
@@ -138,6 +152,17 @@ class AuthenticateClient:
         separator = "&" if "?" in self.verify_url else "?"
         url = f"{self.verify_url}{separator}{urlencode({'token': token})}"
         return MedallionLink(token=token, jwt=jwt, url=url)
+
+    def get_link_status(self, token: str) -> LinkStatus:
+        """Ask for a Medallion token's status (GET /user/medallion/{token}/status).
+
+        The response schema is undocumented (contract §7), so the keys read are settings.
+        """
+        body = self._request("GET", f"/user/medallion/{quote(token, safe='')}/status", None)
+        return LinkStatus(
+            status=_optional_str(body, self.status_field),
+            verification_method=_optional_str(body, self.method_field),
+        )
 
     def _post(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         return self._request("POST", path, payload)
@@ -190,6 +215,15 @@ def _require_str(body: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise AuthenticateUnexpectedResponse(f"response has no usable {key!r}")
     return value
+
+
+def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AuthenticateUnexpectedResponse(f"response field {key!r} is not a string")
+    return value.strip() or None
 
 
 def _error_message(response: requests.Response) -> str:

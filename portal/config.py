@@ -55,6 +55,11 @@ class Defaults:
     AUTHENTICATE_WORKFLOW_ID: str | None = None
     AUTHENTICATE_CONNECT_TIMEOUT = 3.05
     AUTHENTICATE_READ_TIMEOUT = 10.0
+    # Keys read from GET /user/medallion/{token}/status, whose schema is undocumented.
+    AUTHENTICATE_STATUS_FIELD = "status"
+    AUTHENTICATE_METHOD_FIELD = "verificationMethod"
+    # `flask reconcile` re-checks records undecided for longer than this many seconds.
+    RECONCILE_AFTER = 3600
 
     WEBHOOK_SECRET = DEV_WEBHOOK_SECRET
     # Also accepted while a new WEBHOOK_SECRET is being rolled out at Authenticate.

@@ -64,6 +64,8 @@ class Verification(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     link_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The latest Medallion token: an opaque id, kept so reconciliation can ask for its status.
+    medallion_token: Mapped[str | None] = mapped_column(String(PROVIDER_TEXT_LENGTH))
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

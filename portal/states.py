@@ -20,6 +20,12 @@ class StateText:
     title: str
     detail: str
     terminal: bool
+    # Index into STEPS of the step the person is at.
+    step: int
+
+
+STEPS = ("Details submitted", "Verification started", "Under review", "Decision")
+STEP_OF = {PENDING: 1, IN_PROGRESS: 1, EXPIRED: 1, NEEDS_REVIEW: 2, VERIFIED: 3, FAILED: 3}
 
 
 TEXTS = {
@@ -49,5 +55,8 @@ def describe(state: str, contact: str) -> StateText:
     """Return the title and next-step text for a portal state; `contact` is who helps."""
     title, detail = TEXTS.get(state, TEXTS[NEEDS_REVIEW])
     return StateText(
-        title=title, detail=detail.format(contact=contact), terminal=state in TERMINAL_STATES
+        title=title,
+        detail=detail.format(contact=contact),
+        terminal=state in TERMINAL_STATES,
+        step=STEP_OF.get(state, STEP_OF[NEEDS_REVIEW]),
     )

@@ -24,6 +24,9 @@ from portal.models import (
 )
 
 STATUS_EVENT = "SELF_VERIFICATION_TRY_STATUS"
+# A status the portal read back from Authenticate itself (see reconcile.py).
+RECONCILED_EVENT = "PORTAL_RECONCILED_STATUS"
+STATE_EVENTS = (STATUS_EVENT, RECONCILED_EVENT)
 
 
 def hash_submit_key(key: str) -> str:
@@ -90,12 +93,27 @@ def get_verification(user_access_code: str) -> Verification | None:
     )
 
 
-def mark_link_issued(user_access_code: str) -> None:
-    """Remember when a Medallion link was last handed out for the UUID."""
+def mark_link_issued(user_access_code: str, token: str) -> None:
+    """Remember when, and with which token, a Medallion link was last handed out."""
     record = get_verification(user_access_code)
     if record is not None:
         record.link_issued_at = utcnow()
+        record.medallion_token = token
         db.session.commit()
+
+
+def list_undecided(updated_before: datetime) -> list[Verification]:
+    """Return records that are not decided and have not moved since `updated_before`."""
+    return list(
+        db.session.scalars(
+            select(Verification)
+            .where(
+                Verification.state.not_in(TERMINAL_STATES),
+                Verification.updated_at < updated_before,
+            )
+            .order_by(Verification.updated_at)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -193,12 +211,12 @@ def _apply_events(
 ) -> str:
     if record is None:
         return "orphan"
-    if event.event_type != STATUS_EVENT or event.event_date is None:
+    if event.event_type not in STATE_EVENTS or event.event_date is None:
         return "ignored"
     events = db.session.scalars(
         select(WebhookEvent).where(
             WebhookEvent.user_access_code == record.user_access_code,
-            WebhookEvent.event_type == STATUS_EVENT,
+            WebhookEvent.event_type.in_(STATE_EVENTS),
             WebhookEvent.event_date.is_not(None),
         )
     )

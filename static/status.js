@@ -14,10 +14,24 @@
   var detail = document.getElementById("status-detail");
   var next = document.getElementById("continue");
 
+  function showStep(step, terminal) {
+    var items = document.querySelectorAll("#timeline li");
+    items.forEach(function (item, index) {
+      var done = index < step || (terminal && index === items.length - 1);
+      item.className = done ? "done" : index === step ? "current" : "todo";
+      if (index === step) {
+        item.setAttribute("aria-current", "step");
+      } else {
+        item.removeAttribute("aria-current");
+      }
+    });
+  }
+
   function show(data) {
     section.className = "status status-" + data.state;
     title.textContent = data.title;
     detail.textContent = data.detail;
+    showStep(data.step, data.terminal);
     if (data.terminal) {
       next.hidden = true;
     }

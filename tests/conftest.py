@@ -12,6 +12,7 @@ from portal.cli import webhook_url
 from portal.client import (
     AuthenticateUnavailable,
     CreatedUser,
+    LinkStatus,
     MedallionLink,
 )
 from portal.extensions import db
@@ -107,6 +108,8 @@ class FakeAuthenticate:
         self.links = []
         self.create_error = None
         self.link_error = None
+        self.statuses = {}
+        self.status_error = None
 
     def create_user(self, user):
         if self.create_error is not None:
@@ -120,6 +123,11 @@ class FakeAuthenticate:
         token = str(uuid.uuid4())
         self.links.append((user_access_code, redirect_url))
         return MedallionLink(token=token, jwt="jwt", url=f"https://verify.invalid/?token={token}")
+
+    def get_link_status(self, token):
+        if self.status_error is not None:
+            raise self.status_error
+        return LinkStatus(status=self.statuses.get(token), verification_method="governmentId")
 
 
 @pytest.fixture

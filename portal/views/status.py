@@ -20,7 +20,7 @@ from portal import store
 from portal.client import AuthenticateError, AuthenticateRejected
 from portal.helpers import get_client, load_status_token, status_url
 from portal.models import Verification
-from portal.states import describe
+from portal.states import STEPS, describe
 from portal.tokens import TokenExpired, TokenInvalid
 
 logger = logging.getLogger(__name__)
@@ -32,13 +32,24 @@ def record_for(token: str) -> Verification:
     try:
         user_access_code = load_status_token(token)
     except TokenExpired:
-        abort(410)
+        abort(link_problem(expired=True))
     except TokenInvalid:
-        abort(404)
+        abort(link_problem(expired=False))
     record = store.get_verification(user_access_code)
     if record is None:
-        abort(404)
+        abort(link_problem(expired=False))
     return record
+
+
+def link_problem(expired: bool) -> Response:
+    """Explain an expired (410) or broken (404) status link, in its own page or JSON."""
+    code = 410 if expired else 404
+    if request.path.endswith(".json"):
+        response = jsonify(error="expired" if expired else "not found")
+    else:
+        response = Response(render_template("status/link_problem.html", expired=expired))
+    response.status_code = code
+    return no_store(response)
 
 
 @bp.get("/<token>")
@@ -49,6 +60,7 @@ def page(token: str) -> Response:
         "status/page.html",
         record=record,
         state=describe(record.state, current_app.config["SUPPORT_CONTACT"]),
+        steps=STEPS,
         token=token,
         poll_seconds=current_app.config["STATUS_POLL_SECONDS"],
     )
@@ -65,7 +77,11 @@ def poll(token: str) -> Response:
         response = Response(status=304)
     else:
         response = jsonify(
-            state=record.state, title=state.title, detail=state.detail, terminal=state.terminal
+            state=record.state,
+            title=state.title,
+            detail=state.detail,
+            terminal=state.terminal,
+            step=state.step,
         )
     response.set_etag(etag)
     return no_store(response)
@@ -89,7 +105,7 @@ def continue_verification(token: str) -> Response | tuple[str, int]:
     except AuthenticateError:
         logger.warning("link unavailable for user %s", record.user_access_code)
         return link_failed(token)
-    store.mark_link_issued(record.user_access_code)
+    store.mark_link_issued(record.user_access_code, link.token)
     html = render_template("status/continue.html", link_url=link.url, token=token)
     return no_store(Response(html))
 
