@@ -14,8 +14,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from portal.client import AuthenticateClient
-from portal.config import Defaults, production_problems
-from portal.extensions import csrf, db, migrate
+from portal.config import SECRET_SETTINGS, Defaults, production_problems
+from portal.extensions import csrf, db, limiter, migrate
 from portal.helpers import add_security_headers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,10 +44,14 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     app.config.from_object(Defaults)
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("PORTAL")
+    for key in SECRET_SETTINGS:
+        if f"PORTAL_{key}" in os.environ:
+            app.config[key] = os.environ[f"PORTAL_{key}"]
     if test_config is not None:
         app.config.update(test_config)
     if app.config["EXTERNAL_URL"].startswith("https://"):
         app.config["SESSION_COOKIE_SECURE"] = True
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["RATELIMIT_STORAGE_URL"])
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"] or sqlite_url(app)
     if not (app.debug or app.testing):
@@ -66,6 +70,7 @@ def register_extensions(app: Flask) -> None:
     """Bind the database, CSRF, migrations and the Authenticate client to the app."""
     db.init_app(app)
     csrf.init_app(app)
+    limiter.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     app.extensions["portal.client"] = AuthenticateClient.from_config(app.config)
 

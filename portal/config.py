@@ -65,6 +65,17 @@ class Defaults:
     # Also accepted while a new WEBHOOK_SECRET is being rolled out at Authenticate.
     WEBHOOK_PREVIOUS_SECRET: str | None = None
     WEBHOOK_MAX_BYTES = 64 * 1024
+    # Optional HMAC-SHA256 check over the raw body, for accounts whose webhooks are signed
+    # (Authenticate documents no signature). Off while the secret is empty. With a timestamp
+    # header named, the signed message is "<timestamp>.<body>"; a non-zero tolerance then
+    # refuses deliveries whose timestamp is further than that many seconds from now.
+    WEBHOOK_HMAC_SECRET = ""
+    WEBHOOK_HMAC_HEADER = "X-Authenticate-Signature"
+    WEBHOOK_HMAC_TIMESTAMP_HEADER = ""
+    WEBHOOK_HMAC_TOLERANCE = 0
+    WEBHOOK_RATE_LIMIT = "6000 per minute"
+    # Where rate-limit counters live: memory:// (per process) or redis://host:port.
+    RATELIMIT_STORAGE_URL = "memory://"
     STATUS_MAP: dict[str, str] = {}
 
     STATUS_LINK_MAX_AGE = 30 * 24 * 3600
@@ -88,10 +99,21 @@ REQUIRED_SECRETS = {
     "WEBHOOK_SECRET": ("PORTAL_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
 }
 MIN_WEBHOOK_SECRET_LENGTH = 32
+# Characters that stand in a URL path segment as they are (RFC 3986 "unreserved").
+URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Settings that are secrets: read verbatim from the environment, never JSON-decoded (an
+# all-digit secret would otherwise become a number).
+SECRET_SETTINGS = (
+    "SECRET_KEY",
+    "AUTHENTICATE_API_KEY",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_PREVIOUS_SECRET",
+    "WEBHOOK_HMAC_SECRET",
+)
 
 
 def production_problems(config: Mapping[str, Any]) -> list[str]:
-    """Name each secret that is missing, still a development default, or too short."""
+    """Name each secret that is missing, still a development default, too short or unsafe."""
     problems = []
     for key, (env_name, dev_value) in REQUIRED_SECRETS.items():
         value = config.get(key)
@@ -99,11 +121,17 @@ def production_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"{env_name} is not set")
         elif value == dev_value:
             problems.append(f"{env_name} is still the development default")
-    secret = config.get("WEBHOOK_SECRET") or ""
-    if secret and len(secret) < MIN_WEBHOOK_SECRET_LENGTH:
-        problems.append(
-            f"PORTAL_WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters"
-        )
+    for key in ("WEBHOOK_SECRET", "WEBHOOK_PREVIOUS_SECRET"):
+        secret = str(config.get(key) or "")
+        if not secret:
+            continue
+        if len(secret) < MIN_WEBHOOK_SECRET_LENGTH:
+            problems.append(f"PORTAL_{key} must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters")
+        if not set(secret) <= URL_SAFE:
+            problems.append(
+                f"PORTAL_{key} may only hold letters, digits and - . _ ~ (it is part of a URL); "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))' makes one"
+            )
     return problems
 
 

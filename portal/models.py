@@ -19,8 +19,9 @@ FAILED = "failed"
 EXPIRED = "expired"
 
 # Order used to break ties between events with the same eventDate: the further along, the
-# higher. Distinct ranks keep the outcome independent of arrival order.
-STATE_RANK = {PENDING: 0, IN_PROGRESS: 1, EXPIRED: 2, NEEDS_REVIEW: 3, FAILED: 4, VERIFIED: 5}
+# higher. Distinct ranks keep the outcome independent of arrival order. A verified and a
+# failed decision at the same instant resolve to failed: an identity check fails closed.
+STATE_RANK = {PENDING: 0, IN_PROGRESS: 1, EXPIRED: 2, NEEDS_REVIEW: 3, VERIFIED: 4, FAILED: 5}
 STATES = tuple(STATE_RANK)
 # Decisions. A terminal state is never replaced by a non-terminal one.
 TERMINAL_STATES = frozenset({VERIFIED, FAILED})

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import logging
+import time
+import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +18,7 @@ from werkzeug.wrappers import Response
 
 from portal import store
 from portal.config import status_map
+from portal.extensions import limiter
 from portal.models import PROVIDER_TEXT_LENGTH, UUID_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -23,7 +29,12 @@ class BadEvent(ValueError):
     """The delivery is not a webhook envelope this portal can record."""
 
 
+def rate_limit() -> str:
+    return str(current_app.config["WEBHOOK_RATE_LIMIT"])
+
+
 @bp.post("/authenticate/<secret>")
+@limiter.limit(rate_limit)
 def receive(secret: str) -> tuple[Response, int]:
     """Record one delivery; 2xx only once it is committed, 503 if the database is down."""
     if not secret_matches(secret):
@@ -31,8 +42,12 @@ def receive(secret: str) -> tuple[Response, int]:
     if request.mimetype != "application/json":
         return jsonify(error="Content-Type must be application/json"), 415
     request.max_content_length = int(current_app.config["WEBHOOK_MAX_BYTES"])
+    problem = signature_problem(request.get_data(), request.headers, current_app.config)
+    if problem:
+        logger.info("webhook refused: %s", problem)
+        return jsonify(error=problem), 401
     try:
-        event = parse_event(request.get_json(silent=True))
+        event = parse_event(json_body(request.get_data()))
     except BadEvent as exc:
         logger.info("webhook refused: %s", exc)
         return jsonify(error=str(exc)), 400
@@ -59,6 +74,39 @@ def secret_matches(candidate: str) -> bool:
         if secret:
             matched |= hmac.compare_digest(candidate.encode(), str(secret).encode())
     return matched
+
+
+def json_body(raw: bytes) -> Any:
+    """Decode the raw body as JSON, or raise BadEvent."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadEvent("body is not valid JSON") from exc
+
+
+def signature_problem(
+    body: bytes, headers: Mapping[str, str], config: Mapping[str, Any]
+) -> str | None:
+    """Check the optional HMAC signature; return what is wrong, or None when it holds."""
+    secret = config["WEBHOOK_HMAC_SECRET"]
+    if not secret:
+        return None
+    provided = headers.get(config["WEBHOOK_HMAC_HEADER"], "").strip()
+    provided = provided.removeprefix("sha256=").lower()
+    message = body
+    timestamp_header = config["WEBHOOK_HMAC_TIMESTAMP_HEADER"]
+    if timestamp_header:
+        stamp = headers.get(timestamp_header, "").strip()
+        if not stamp.isdigit():
+            return f"{timestamp_header} must be a Unix timestamp"
+        tolerance = float(config["WEBHOOK_HMAC_TOLERANCE"])
+        if tolerance and abs(time.time() - int(stamp)) > tolerance:
+            return f"{timestamp_header} is outside the accepted window"
+        message = f"{stamp}.".encode() + body
+    expected = hmac.new(str(secret).encode(), message, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(provided.encode(), expected.encode()):
+        return "signature does not match"
+    return None
 
 
 def parse_event(body: Any) -> store.IncomingEvent:
@@ -89,6 +137,9 @@ def text(source: dict[str, Any], key: str, limit: int, required: bool = False) -
         raise BadEvent(f"{key} must be a non-empty string")
     if len(value) > limit:
         raise BadEvent(f"{key} is longer than {limit} characters")
+    # PostgreSQL cannot store NUL; answering 503 for it would make the sender retry forever.
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise BadEvent(f"{key} contains control characters")
     return value
 
 
@@ -100,6 +151,6 @@ def event_date(value: Any, required: bool) -> datetime | None:
         raise BadEvent("eventDate must be an ISO 8601 string")
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise BadEvent("eventDate is not an ISO 8601 date") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise BadEvent("eventDate is not an ISO 8601 date in range") from exc
