@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import api, introspect, medallion
 from .config import load_config
-from .delivery import Deliverer
+from .delivery import Deliverer, Signing
 from .server import serve
 from .state import SandboxState
 
@@ -33,12 +33,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         backoff=app.config["WEBHOOK_BACKOFF"],
         timeout=app.config["WEBHOOK_TIMEOUT"],
         delay=app.config["WEBHOOK_DELAY"],
+        signing=_signing(app.config),
     )
     api.register(app)
     app.register_blueprint(medallion.bp)
     app.register_blueprint(introspect.bp)
     app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def _signing(config: Mapping[str, Any]) -> Signing | None:
+    """Return the webhook signer when a signing secret is configured."""
+    if not config["WEBHOOK_HMAC_SECRET"]:
+        return None
+    return Signing(
+        secret=config["WEBHOOK_HMAC_SECRET"],
+        signature_header=config["WEBHOOK_HMAC_HEADER"],
+        timestamp_header=config["WEBHOOK_HMAC_TIMESTAMP_HEADER"],
+    )
 
 
 def _is_page_request() -> bool:

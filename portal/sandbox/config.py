@@ -25,6 +25,10 @@ DEFAULTS: dict[str, Any] = {
     # processes asynchronously; `make run` sets it so the status page visibly changes.
     "WEBHOOK_DELAY": 0.0,
     "WEBHOOK_MAX_ATTEMPTS": 6,
+    # Optional HMAC signing of deliveries (off when the secret is empty).
+    "WEBHOOK_HMAC_SECRET": "",
+    "WEBHOOK_HMAC_HEADER": "X-Authenticate-Signature",
+    "WEBHOOK_HMAC_TIMESTAMP_HEADER": "",
     "WEBHOOK_BACKOFF": 0.5,
     "WEBHOOK_TIMEOUT": 5.0,
     "WEBHOOK_DUPLICATES": False,
@@ -94,6 +98,9 @@ _COERCERS: dict[str, Callable[[Any], Any]] = {
     "RESPONSE_DELAY": _non_negative(float),
     "WEBHOOK_DELAY": _non_negative(float),
     "WEBHOOK_MAX_ATTEMPTS": _non_negative(int),
+    "WEBHOOK_HMAC_SECRET": str,
+    "WEBHOOK_HMAC_HEADER": str,
+    "WEBHOOK_HMAC_TIMESTAMP_HEADER": str,
     "WEBHOOK_BACKOFF": _non_negative(float),
     "WEBHOOK_TIMEOUT": _non_negative(float),
     "WEBHOOK_DUPLICATES": to_bool,

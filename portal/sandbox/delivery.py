@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -71,6 +75,28 @@ class DeliveryRecord:
         }
 
 
+@dataclass(frozen=True)
+class Signing:
+    """HMAC-SHA256 signing of webhook bodies; upstream documents none (contract §10.5).
+
+    The signature covers the raw body, or "<timestamp>.<body>" when a timestamp header is
+    named, and is sent as "sha256=<hex>".
+    """
+
+    secret: str
+    signature_header: str
+    timestamp_header: str = ""
+
+    def headers(self, body: bytes, timestamp: int) -> dict[str, str]:
+        """Return the headers that sign `body` at `timestamp`."""
+        message = f"{timestamp}.".encode() + body if self.timestamp_header else body
+        digest = hmac.new(self.secret.encode(), message, hashlib.sha256).hexdigest()
+        headers = {self.signature_header: f"sha256={digest}"}
+        if self.timestamp_header:
+            headers[self.timestamp_header] = str(timestamp)
+        return headers
+
+
 class Deliverer:
     """Send envelopes one at a time, in queue order, from a lazily started daemon thread."""
 
@@ -82,9 +108,11 @@ class Deliverer:
         backoff: float,
         timeout: float,
         delay: float = 0.0,
+        signing: Signing | None = None,
     ) -> None:
         self._url_source = url_source
         self._delay = delay
+        self._signing = signing
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._timeout = (timeout, timeout)
@@ -168,10 +196,14 @@ class Deliverer:
 
     def _post(self, url: str, envelope: dict[str, Any]) -> tuple[int | None, str | None]:
         """Send the envelope once; return (HTTP status, None) or (None, error class name)."""
+        body = json.dumps(envelope, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._signing is not None:
+            headers.update(self._signing.headers(body, int(time.time())))
         try:
             # Redirects are not followed: a 3xx counts as a failed delivery, as any non-2xx.
             response = requests.post(
-                url, json=envelope, timeout=self._timeout, allow_redirects=False
+                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
             return None, type(exc).__name__
