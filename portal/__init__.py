@@ -77,10 +77,11 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach the portal's views."""
-    from portal.views import onboarding, status, webhooks
+    from portal.views import onboarding, resume, status, webhooks
 
     app.register_blueprint(onboarding.bp)
     app.register_blueprint(status.bp)
+    app.register_blueprint(resume.bp)
     app.register_blueprint(webhooks.bp)
     csrf.exempt(webhooks.bp)
     app.after_request(add_security_headers)

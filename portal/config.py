@@ -79,6 +79,24 @@ class Defaults:
     STATUS_MAP: dict[str, str] = {}
 
     STATUS_LINK_MAX_AGE = 30 * 24 * 3600
+    # Emailed resume links carry only the UUID; each use fetches a fresh Medallion link.
+    RESUME_LINK_MAX_AGE = 7 * 24 * 3600
+    # Seconds the next-step page waits before forwarding to Medallion (time to scan its QR).
+    NEXT_STEP_REDIRECT_SECONDS = 5
+    # Requests for a fresh link email, per status/resume link and per client address.
+    EMAIL_RESEND_RATE_LIMIT = "3 per hour"
+
+    # "outbox" writes .eml files under instance/outbox (development); "smtp" sends.
+    MAIL_BACKEND = "outbox"
+    MAIL_OUTBOX_DIR = ""
+    MAIL_SENDER = "Identity verification <no-reply@localhost>"
+    MAIL_SUBJECT = "Continue your identity verification"
+    MAIL_SMTP_HOST = "localhost"
+    MAIL_SMTP_PORT = 587
+    MAIL_SMTP_SECURITY = "starttls"
+    MAIL_SMTP_USERNAME = ""
+    MAIL_SMTP_PASSWORD = ""
+    MAIL_SMTP_TIMEOUT = 10
     STATUS_POLL_SECONDS = 3
     MIN_AGE = 18
     PHONE_DEFAULT_REGION = "US"
@@ -109,6 +127,7 @@ SECRET_SETTINGS = (
     "WEBHOOK_SECRET",
     "WEBHOOK_PREVIOUS_SECRET",
     "WEBHOOK_HMAC_SECRET",
+    "MAIL_SMTP_PASSWORD",
 )
 
 

@@ -12,7 +12,15 @@ import pycountry
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, EmailField, HiddenField, SelectField, StringField
+from wtforms import (
+    BooleanField,
+    DateField,
+    EmailField,
+    HiddenField,
+    RadioField,
+    SelectField,
+    StringField,
+)
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 NAME_MAX = 100
@@ -79,6 +87,15 @@ def age_on(birth_date: date, today: date) -> int:
     return today.year - birth_date.year - (0 if had_birthday else 1)
 
 
+def checked_email(value: str) -> str:
+    """Return the normalised address, or raise ValidationError; no DNS lookups."""
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValidationError(f"Enter a valid email address: {exc}") from exc
+    return result.normalized
+
+
 class OnboardingForm(FlaskForm):
     """The details Authenticate needs to create a user. None of them are stored."""
 
@@ -101,10 +118,19 @@ class OnboardingForm(FlaskForm):
         "Country", [DataRequired("Choose your country.")], choices=[], validate_choice=True
     )
     consent = BooleanField("I agree", [DataRequired("You need to agree before we can go on.")])
+    delivery = RadioField(
+        "How would you like to continue?",
+        choices={
+            "now": "On this device, now",
+            "email": "Email me a link, so I can continue later or on my phone",
+        },
+        default="now",
+        validators=[InputRequired("Choose how you'd like to continue.")],
+    )
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self.country.choices = [("", "Choose a country")] + country_choices()
+        self.country.choices = {"": "Choose a country", **dict(country_choices())}
 
     def validate_birth_date(self, field: DateField) -> None:
         if field.data is None:  # not a date: DateField has already said so
@@ -120,11 +146,7 @@ class OnboardingForm(FlaskForm):
             raise ValidationError("Check the year of your date of birth.")
 
     def validate_email(self, field: EmailField) -> None:
-        try:
-            result = validate_email(field.data, check_deliverability=False)
-        except EmailNotValidError as exc:
-            raise ValidationError(f"Enter a valid email address: {exc}") from exc
-        field.data = result.normalized
+        field.data = checked_email(field.data)
 
     def validate_phone(self, field: StringField) -> None:
         region = current_app.config["PHONE_DEFAULT_REGION"]
@@ -137,3 +159,14 @@ class OnboardingForm(FlaskForm):
                 "That phone number doesn't look right. Include the country code, like +44."
             )
         field.data = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class ResendForm(FlaskForm):
+    """Ask for a fresh resume link by email. The address is used once and not kept."""
+
+    email = EmailField(
+        "Email address", [DataRequired("Enter your email address."), Length(max=EMAIL_MAX)]
+    )
+
+    def validate_email(self, field: EmailField) -> None:
+        field.data = checked_email(field.data)

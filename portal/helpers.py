@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+import segno
 from flask import Response, current_app
+from markupsafe import Markup
 
+from portal import mail
 from portal.client import AuthenticateClient
 from portal.tokens import LinkSigner
 
+logger = logging.getLogger(__name__)
+
 STATUS_PURPOSE = "status"
+RESUME_PURPOSE = "resume"
 
 
 def get_client() -> AuthenticateClient:
@@ -21,6 +28,16 @@ def get_client() -> AuthenticateClient:
 def status_signer() -> LinkSigner:
     """Return the signer for status links."""
     return LinkSigner(current_app.config["SECRET_KEY"], STATUS_PURPOSE)
+
+
+def resume_signer() -> LinkSigner:
+    """Return the signer for emailed resume links."""
+    return LinkSigner(current_app.config["SECRET_KEY"], RESUME_PURPOSE)
+
+
+def resume_url(user_access_code: str) -> str:
+    """Return the signed, external resume URL for a UUID."""
+    return external_url("resume.open_link", token=resume_signer().dumps(user_access_code))
 
 
 def load_status_token(token: str) -> str:
@@ -49,3 +66,31 @@ def add_security_headers(response: Response) -> Response:
     # Status and next-step URLs carry a signed token: never send them to another site.
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
+
+
+def qr_svg(url: str, title: str) -> Markup:
+    """Render `url` as an inline SVG QR code, drawn on the server: no third-party requests."""
+    svg = segno.make(url, error="m").svg_inline(scale=4, border=4, title=title)
+    # The SVG is built by segno from the URL alone (it escapes the title); nothing a person
+    # typed reaches it, so it is safe to mark as markup here, in this one place.
+    return Markup(svg)
+
+
+def email_resume_link(user_access_code: str, to: str, first_name: str = "") -> bool:
+    """Send the resume and status links to `to`; return False if sending failed.
+
+    The address is used for this one send and goes nowhere else: not stored, not logged.
+    """
+    email = mail.LinkEmail(
+        to=to,
+        first_name=first_name,
+        resume_url=resume_url(user_access_code),
+        status_url=status_url(user_access_code),
+    )
+    try:
+        mail.send_link_email(email, current_app.config, current_app.instance_path)
+    except mail.MailError as exc:
+        logger.warning("link email for user %s not sent: %s", user_access_code, exc)
+        return False
+    logger.info("link email for user %s sent", user_access_code)
+    return True

@@ -10,7 +10,11 @@ class TokenInvalid(Exception):
 
 
 class TokenExpired(TokenInvalid):
-    """The token was genuine but is older than its maximum age."""
+    """The token was genuine but is older than its maximum age; `value` is what it carried."""
+
+    def __init__(self, message: str, value: str | None = None) -> None:
+        super().__init__(message)
+        self.value = value
 
 
 class LinkSigner:
@@ -32,9 +36,20 @@ class LinkSigner:
         try:
             value = self._serializer.loads(token, max_age=max_age)
         except SignatureExpired as exc:
-            raise TokenExpired(str(exc)) from exc
+            # The signature held, so the payload is genuine: callers may offer a fresh link.
+            genuine, value = self._serializer.loads_unsafe(token)
+            raise TokenExpired(
+                str(exc), value if genuine and isinstance(value, str) else None
+            ) from exc
         except BadSignature as exc:
             raise TokenInvalid(str(exc)) from exc
         if not isinstance(value, str):
             raise TokenInvalid("token does not carry a UUID")
         return value
+
+    def peek(self, token: str) -> tuple[bool, object]:
+        """Return (signature holds, payload), ignoring age: for keys and diagnostics only."""
+        try:
+            return self._serializer.loads_unsafe(token)
+        except Exception:  # loads_unsafe can still fail on garbage it cannot decode
+            return False, None

@@ -151,6 +151,7 @@ VALID_FORM = {
     "phone": "",
     "country": "USA",
     "consent": "y",
+    "delivery": "now",
 }
 
 

@@ -18,7 +18,7 @@ from portal.client import (
     NewUser,
 )
 from portal.forms import OnboardingForm
-from portal.helpers import get_client, status_signer
+from portal.helpers import email_resume_link, get_client, status_signer
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("onboarding", __name__)
@@ -82,7 +82,7 @@ def create_once(form: OnboardingForm) -> Response | tuple[str, int]:
         logger.error("created user %s but could not store it", created.user_access_code)
         raise
     logger.info("created user %s", created.user_access_code)
-    return next_step(created.user_access_code)
+    return next_step(created.user_access_code, form, fresh=True)
 
 
 def new_submit_key() -> str:
@@ -103,10 +103,20 @@ def new_user(form: OnboardingForm) -> NewUser:
     )
 
 
-def next_step(user_access_code: str) -> Response:
-    """Send the browser to the page that fetches a Medallion link (303, so reload is safe)."""
+def next_step(user_access_code: str, form: OnboardingForm, fresh: bool) -> Response:
+    """Go on to Medallion, or email the link; 303, so a reload never posts again.
+
+    A repeated submit (`fresh` False) does not send a second email: the page it lands on
+    offers to send one again.
+    """
     token = status_signer().dumps(user_access_code)
-    return redirect(url_for("status.continue_verification", token=token), 303)
+    if form.delivery.data != "email":
+        return redirect(url_for("status.continue_verification", token=token), 303)
+    values = {}
+    if fresh:
+        sent = email_resume_link(user_access_code, form.email.data, form.first_name.data)
+        values["sent"] = int(sent)
+    return redirect(url_for("status.emailed", token=token, **values), 303)
 
 
 def resubmitted(form: OnboardingForm, key: str) -> Response | tuple[str, int]:
@@ -117,7 +127,7 @@ def resubmitted(form: OnboardingForm, key: str) -> Response | tuple[str, int]:
         form.form_errors.append(IN_FLIGHT_MESSAGE)
         return render_template("onboarding/index.html", form=form), 409
     logger.info("repeat submit for user %s", user_access_code)
-    return next_step(user_access_code)
+    return next_step(user_access_code, form, fresh=False)
 
 
 def upstream_failed(form: OnboardingForm, exc: AuthenticateError) -> tuple[str, int]:

@@ -14,12 +14,23 @@ from flask import (
     redirect,
     render_template,
     request,
+    url_for,
 )
 
 from portal import store
 from portal.client import AuthenticateError, AuthenticateRejected
-from portal.helpers import get_client, load_status_token, status_url
+from portal.extensions import limiter
+from portal.forms import ResendForm
+from portal.helpers import (
+    email_resume_link,
+    get_client,
+    load_status_token,
+    qr_svg,
+    resume_url,
+    status_url,
+)
 from portal.models import Verification
+from portal.ratelimits import resend_key, resend_limit
 from portal.states import STEPS, describe
 from portal.tokens import TokenExpired, TokenInvalid
 
@@ -106,8 +117,47 @@ def continue_verification(token: str) -> Response | tuple[str, int]:
         logger.warning("link unavailable for user %s", record.user_access_code)
         return link_failed(token)
     store.mark_link_issued(record.user_access_code, link.token)
-    html = render_template("status/continue.html", link_url=link.url, token=token)
+    html = render_template(
+        "status/continue.html",
+        link_url=link.url,
+        token=token,
+        qr=qr_svg(resume_url(record.user_access_code), "QR code to continue on your phone"),
+    )
     return no_store(Response(html))
+
+
+@bp.get("/<token>/emailed")
+def emailed(token: str) -> Response:
+    """Say the link was emailed (or why not), show it as a QR code, offer to send again."""
+    record = record_for(token)
+    return no_store(Response(resend_page(record, token, ResendForm(), request.args.get("sent"))))
+
+
+@bp.post("/<token>/email")
+@limiter.limit(resend_limit, key_func=resend_key)
+@limiter.limit(resend_limit)
+def email_link(token: str) -> Response | tuple[Response, int]:
+    """Email a fresh resume link to the address typed; the same answer whoever owns it."""
+    record = record_for(token)
+    form = ResendForm()
+    if not form.validate_on_submit():
+        return no_store(Response(resend_page(record, token, form, None))), 422
+    sent = email_resume_link(record.user_access_code, form.email.data)
+    return redirect(url_for("status.emailed", token=token, sent=int(sent)), 303)
+
+
+def resend_page(record: Verification, token: str, form: ResendForm, sent: str | None) -> str:
+    """Render the page that shows the resume link and the send-again form."""
+    link = resume_url(record.user_access_code)
+    return render_template(
+        "status/emailed.html",
+        token=token,
+        form=form,
+        sent=sent,
+        resume_link=link,
+        qr=qr_svg(link, "QR code of your verification link"),
+        terminal=record.is_terminal,
+    )
 
 
 def link_failed(token: str) -> tuple[str, int]:
