@@ -170,3 +170,7 @@ class ResendForm(FlaskForm):
 
     def validate_email(self, field: EmailField) -> None:
         field.data = checked_email(field.data)
+
+
+class EmptyForm(FlaskForm):
+    """A POST-only button: nothing but the CSRF token."""

@@ -59,6 +59,13 @@ def release_submission(key: str) -> None:
     db.session.commit()
 
 
+def submission_user(key: str) -> str | None:
+    """Return the UUID created for a submit key, or None if none was (yet)."""
+    return db.session.scalar(
+        select(Submission.user_access_code).where(Submission.key_hash == hash_submit_key(key))
+    )
+
+
 def wait_for_submission(key: str, timeout: float, interval: float = 0.1) -> str | None:
     """Return the UUID created for a claimed key, waiting up to `timeout` seconds for it."""
     key_hash = hash_submit_key(key)

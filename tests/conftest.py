@@ -166,6 +166,8 @@ class Onboarding:
         self._client = client
 
     def fresh_key(self):
+        """Start a new verification in this browser, as "Start a new verification" does."""
+        self._client.post("/new")
         return submit_key_from(self._client.get("/").text)
 
     def submit(self, key=None, **fields):

@@ -35,7 +35,7 @@ def sandbox_config():
 
 @pytest.fixture
 def portal_config():
-    return {"STATUS_POLL_SECONDS": 1}
+    return {"STATUS_POLL_SECONDS": 1, "NEXT_STEP_REDIRECT_SECONDS": 1}
 
 
 @pytest.fixture
@@ -102,3 +102,20 @@ def test_browser_shows_errors_next_to_fields_and_keeps_values(live, page):
     expect(page.get_by_label("First name")).to_have_value("O'Brien")
     expect(page.get_by_label("Email address")).to_have_value("browser.test@example.org")
     assert live.sandbox_json("/_sandbox/users")["count"] == 0
+
+
+def test_browser_back_and_resubmit_creates_no_second_user(live, page):
+    page.goto(f"{live.portal_url}/")
+    fill_form(page, "Dana")
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{live.sandbox_url}/?token=*", timeout=15_000)
+
+    # Playwright turns off the back/forward cache, so Back re-fetches the form: the worst case.
+    page.go_back()
+    page.go_back()
+    page.wait_for_url(f"{live.portal_url}/", timeout=15_000)
+    fill_form(page, "Dana")
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{live.sandbox_url}/?token=*", timeout=15_000)
+
+    assert live.sandbox_json("/_sandbox/users")["count"] == 1

@@ -93,18 +93,59 @@ def configured(tmp_path):
 # The form
 
 
-def test_index_shows_form_with_a_fresh_submit_key_when_requested_twice(client):
+def test_index_keeps_one_submit_key_per_browser_and_a_new_one_per_browser(app, client):
     first = client.get("/")
     second = client.get("/")
+    other_browser = app.test_client().get("/")
 
     assert first.status_code == 200
     assert '<form method="post" action="/"' in first.text
     assert 'name="submit_key" type="hidden"' in first.text
     first_key = submit_key_from(first.text)
-    second_key = submit_key_from(second.text)
     assert KEY_PATTERN.fullmatch(first_key)
-    assert KEY_PATTERN.fullmatch(second_key)
-    assert first_key != second_key
+    assert submit_key_from(second.text) == first_key
+    assert submit_key_from(other_browser.text) != first_key
+
+
+def test_back_then_reloaded_form_resubmits_to_the_same_user(client, fake_client):
+    """The browser re-fetches the form on Back (no page cache) and the person sends it again."""
+    key = submit_key_from(client.get("/").text)
+    first = client.post("/", data=dict(VALID_FORM, submit_key=key))
+    reloaded = client.get("/")
+    again = client.post("/", data=dict(VALID_FORM, submit_key=submit_key_from(reloaded.text)))
+
+    assert len(fake_client.users) == 1
+    assert again.headers["Location"] == first.headers["Location"]
+    assert "already sent your details from this browser" in reloaded.text
+
+
+def test_start_a_new_verification_gives_a_new_key_and_a_new_user(client, fake_client):
+    key = submit_key_from(client.get("/").text)
+    client.post("/", data=dict(VALID_FORM, submit_key=key))
+    assert client.post("/new").status_code == 303
+    new_key = submit_key_from(client.get("/").text)
+    client.post("/", data=dict(VALID_FORM, first_name="Danielle", submit_key=new_key))
+
+    assert new_key != key
+    assert [user.first_name for user in fake_client.users] == ["Dana", "Danielle"]
+
+
+def test_index_offers_a_new_key_once_the_verification_is_decided(app, client, fake_client):
+    key = submit_key_from(client.get("/").text)
+    client.post("/", data=dict(VALID_FORM, submit_key=key))
+    with app.app_context():
+        record = store.get_verification(store.submission_user(key))
+        record.state = "verified"
+        db.session.commit()
+    page = client.get("/")
+
+    assert submit_key_from(page.text) != key
+    assert "already sent your details" not in page.text
+
+
+def test_start_a_new_verification_needs_the_csrf_token(sqlite_url):
+    app = make_app(sqlite_url, WTF_CSRF_ENABLED=True)
+    assert app.test_client().post("/new").status_code == 400
 
 
 def test_index_shows_consent_statement_and_unticked_box_when_requested(client):

@@ -6,7 +6,15 @@ import logging
 import re
 import secrets
 
-from flask import Blueprint, current_app, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    session,
+    url_for,
+)
 from sqlalchemy.exc import DBAPIError
 from werkzeug.wrappers import Response
 
@@ -17,7 +25,7 @@ from portal.client import (
     AuthenticateUnexpectedResponse,
     NewUser,
 )
-from portal.forms import OnboardingForm
+from portal.forms import EmptyForm, OnboardingForm
 from portal.helpers import email_resume_link, get_client, status_signer
 
 logger = logging.getLogger(__name__)
@@ -43,10 +51,39 @@ IN_FLIGHT_MESSAGE = (
 
 @bp.get("/")
 def index() -> str:
-    """Show an empty form with a fresh one-time submit key."""
+    """Show the form, keyed to this browser's submission until it is decided or replaced.
+
+    The key lives in the session as well as in the form, so a form the browser re-fetches
+    on Back carries the same key, and resubmitting it finds the user already created.
+    """
     form = OnboardingForm(country=current_app.config["DEFAULT_COUNTRY"])
-    form.submit_key.data = new_submit_key()
-    return render_template("onboarding/index.html", form=form)
+    key, started = current_submission()
+    form.submit_key.data = key
+    return render_template("onboarding/index.html", form=form, started=started, restart=EmptyForm())
+
+
+@bp.post("/new")
+def restart() -> Response:
+    """Forget this browser's earlier submission, so another person can start afresh."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    session["submit_key"] = new_submit_key()
+    return redirect(url_for("onboarding.index"), 303)
+
+
+def current_submission() -> tuple[str, str | None]:
+    """Return this browser's submit key and, if it created an undecided user, a status token."""
+    key = session.get("submit_key")
+    if isinstance(key, str) and SUBMIT_KEY_PATTERN.fullmatch(key):
+        user_access_code = store.submission_user(key)
+        record = store.get_verification(user_access_code) if user_access_code else None
+        if record is None:
+            return key, None
+        if not record.is_terminal:
+            return key, status_signer().dumps(record.user_access_code)
+    key = new_submit_key()
+    session["submit_key"] = key
+    return key, None
 
 
 @bp.post("/")
