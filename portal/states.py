@@ -20,12 +20,30 @@ class StateText:
     title: str
     detail: str
     terminal: bool
-    # Index into STEPS of the step the person is at.
-    step: int
+    # Whether the person can (and should) go back to Medallion: not while under review.
+    can_continue: bool
 
 
 STEPS = ("Details submitted", "Verification started", "Under review", "Decision")
-STEP_OF = {PENDING: 1, IN_PROGRESS: 1, EXPIRED: 1, NEEDS_REVIEW: 2, VERIFIED: 3, FAILED: 3}
+CONTINUABLE = frozenset({PENDING, IN_PROGRESS, EXPIRED})
+
+
+def timeline(state: str, reviewed: bool) -> list[str]:
+    """Return each step's look: done, current, todo, skipped or failed.
+
+    `reviewed` says whether the record passed through review; a decision reached without
+    one shows that step as skipped rather than done.
+    """
+    if state in CONTINUABLE:
+        return ["done", "current", "todo", "todo"]
+    if state not in TERMINAL_STATES:
+        return ["done", "done", "current", "todo"]
+    return [
+        "done",
+        "done",
+        "done" if reviewed else "skipped",
+        "failed" if state == FAILED else "done",
+    ]
 
 
 TEXTS = {
@@ -58,5 +76,5 @@ def describe(state: str, contact: str) -> StateText:
         title=title,
         detail=detail.format(contact=contact),
         terminal=state in TERMINAL_STATES,
-        step=STEP_OF.get(state, STEP_OF[NEEDS_REVIEW]),
+        can_continue=state in CONTINUABLE,
     )

@@ -236,6 +236,17 @@ def _apply_events(
     return "recorded"
 
 
+def was_reviewed(user_access_code: str, table: Mapping[str, str]) -> bool:
+    """Tell whether any status event put the UUID under review."""
+    statuses = db.session.scalars(
+        select(WebhookEvent.raw_status).where(
+            WebhookEvent.user_access_code == user_access_code,
+            WebhookEvent.event_type.in_(STATE_EVENTS),
+        )
+    )
+    return any(state_for(status, table) == NEEDS_REVIEW for status in statuses)
+
+
 def list_events(user_access_code: str) -> list[WebhookEvent]:
     """Return a UUID's events, oldest eventDate first."""
     return list(

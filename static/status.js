@@ -14,12 +14,11 @@
   var detail = document.getElementById("status-detail");
   var next = document.getElementById("continue");
 
-  function showStep(step, terminal) {
+  function showTimeline(looks) {
     var items = document.querySelectorAll("#timeline li");
     items.forEach(function (item, index) {
-      var done = index < step || (terminal && index === items.length - 1);
-      item.className = done ? "done" : index === step ? "current" : "todo";
-      if (index === step) {
+      item.className = looks[index] || "todo";
+      if (looks[index] === "current") {
         item.setAttribute("aria-current", "step");
       } else {
         item.removeAttribute("aria-current");
@@ -31,9 +30,13 @@
     section.className = "status status-" + data.state;
     title.textContent = data.title;
     detail.textContent = data.detail;
-    showStep(data.step, data.terminal);
+    showTimeline(data.timeline || []);
+    next.hidden = !data.can_continue;
     if (data.terminal) {
-      next.hidden = true;
+      var note = document.getElementById("updates-note");
+      if (note) {
+        note.hidden = true;
+      }
     }
   }
 

@@ -1,4 +1,5 @@
 import re
+from datetime import UTC, datetime
 from html import unescape
 from urllib.parse import urlsplit
 
@@ -7,6 +8,7 @@ from itsdangerous import TimestampSigner
 
 from portal import store
 from portal.client import AuthenticateRejected, AuthenticateUnavailable
+from portal.config import status_map
 from portal.extensions import db
 from portal.helpers import STATUS_PURPOSE
 from portal.tokens import LinkSigner
@@ -104,7 +106,8 @@ def test_status_page_offers_continue_and_refresh_only_while_not_terminal(
     response = client.get(f"/status/{token}")
 
     [hidden] = CONTINUE_PARAGRAPH.findall(response.text)
-    assert (hidden == " hidden") is terminal
+    # Under review, going back to Medallion would start a verification over: no button.
+    assert (hidden == " hidden") is (terminal or state == "needs_review")
     assert f'href="/status/{token}/continue"' in response.text
     assert ('<noscript><meta http-equiv="refresh"' in response.text) is not terminal
     assert f'data-terminal="{str(terminal).lower()}"' in response.text
@@ -342,3 +345,42 @@ def test_continue_works_again_after_authenticate_recovers(app, client, verificat
 
     assert (failed.status_code, retried.status_code) == (503, 200)
     assert len(fake_client.links) == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "looks"),
+    [
+        ("pending", ["done", "current", "todo", "todo"]),
+        ("in_progress", ["done", "current", "todo", "todo"]),
+        ("needs_review", ["done", "done", "current", "todo"]),
+        ("verified", ["done", "done", "skipped", "done"]),
+        ("failed", ["done", "done", "skipped", "failed"]),
+    ],
+)
+def test_status_timeline_shows_where_the_person_is(client, verification, state, looks):
+    token = verification(state)
+
+    page = client.get(f"/status/{token}").text
+    poll = client.get(f"/status/{token}.json").json
+
+    assert re.findall(r'<li class="(\w+)"', page) == looks
+    assert poll["timeline"] == looks
+    assert poll["can_continue"] is (state in ("pending", "in_progress"))
+
+
+def test_status_timeline_shows_review_done_when_a_decision_followed_review(app, client):
+    token = sign(UAC)
+    with app.app_context():
+        store.add_verification(UAC, "key-reviewed")
+        for n, status in enumerate(["review", "verified"]):
+            event = store.IncomingEvent(
+                event_id=f"evt-{n}",
+                event_type=store.STATUS_EVENT,
+                user_access_code=UAC,
+                raw_status=status,
+                verification_method="governmentId",
+                event_date=datetime(2026, 3, 14, 16, n, tzinfo=UTC),
+            )
+            store.record_event(event, status_map(app.config))
+
+    assert client.get(f"/status/{token}.json").json["timeline"] == ["done"] * 4

@@ -19,6 +19,7 @@ from flask import (
 
 from portal import store
 from portal.client import AuthenticateError, AuthenticateRejected
+from portal.config import status_map
 from portal.extensions import limiter
 from portal.forms import ResendForm
 from portal.helpers import (
@@ -31,7 +32,7 @@ from portal.helpers import (
 )
 from portal.models import Verification
 from portal.ratelimits import resend_key, resend_limit
-from portal.states import STEPS, describe
+from portal.states import STEPS, describe, timeline
 from portal.tokens import TokenExpired, TokenInvalid
 
 logger = logging.getLogger(__name__)
@@ -71,11 +72,19 @@ def page(token: str) -> Response:
         "status/page.html",
         record=record,
         state=describe(record.state, current_app.config["SUPPORT_CONTACT"]),
-        steps=STEPS,
+        steps=zip(STEPS, steps_for(record), strict=True),
         token=token,
         poll_seconds=current_app.config["STATUS_POLL_SECONDS"],
     )
     return no_store(Response(html))
+
+
+def steps_for(record: Verification) -> list[str]:
+    """Return the timeline for a record; only a decided one needs its history read."""
+    reviewed = record.is_terminal and store.was_reviewed(
+        record.user_access_code, status_map(current_app.config)
+    )
+    return timeline(record.state, reviewed)
 
 
 @bp.get("/<token>.json")
@@ -92,7 +101,8 @@ def poll(token: str) -> Response:
             title=state.title,
             detail=state.detail,
             terminal=state.terminal,
-            step=state.step,
+            can_continue=state.can_continue,
+            timeline=steps_for(record),
         )
     response.set_etag(etag)
     return no_store(response)
