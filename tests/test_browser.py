@@ -105,17 +105,21 @@ def test_browser_shows_errors_next_to_fields_and_keeps_values(live, page):
 
 
 def test_browser_back_and_resubmit_creates_no_second_user(live, page):
+    # The next-step page waits long enough here for the test to step back past it.
+    live.portal_app.config["NEXT_STEP_REDIRECT_SECONDS"] = 60
     page.goto(f"{live.portal_url}/")
     fill_form(page, "Dana")
     page.get_by_role("button", name="Continue").click()
+    page.get_by_role("link", name="Continue to verification").click()
     page.wait_for_url(f"{live.sandbox_url}/?token=*", timeout=15_000)
 
     # Playwright turns off the back/forward cache, so Back re-fetches the form: the worst case.
     page.go_back()
+    page.wait_for_url(f"{live.portal_url}/status/**", timeout=15_000)
     page.go_back()
     page.wait_for_url(f"{live.portal_url}/", timeout=15_000)
     fill_form(page, "Dana")
     page.get_by_role("button", name="Continue").click()
-    page.wait_for_url(f"{live.sandbox_url}/?token=*", timeout=15_000)
+    page.wait_for_url(f"{live.portal_url}/status/**", timeout=15_000)
 
     assert live.sandbox_json("/_sandbox/users")["count"] == 1
