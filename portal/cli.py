@@ -37,6 +37,9 @@ def reconcile_command(older_than: float | None) -> None:
         click.echo("Nothing to re-check.")
     for outcome, count in sorted(outcomes.items()):
         click.echo(f"{outcome}: {count}")
+    if outcomes["unavailable"]:
+        # A non-zero exit lets cron or a scheduler notice that Authenticate was unreachable.
+        raise SystemExit(1)
 
 
 commands = [webhook_url_command, reconcile_command]

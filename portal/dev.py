@@ -2,15 +2,20 @@
 
 `make run` calls this. It applies migrations, starts the sandbox on the port of
 PORTAL_AUTHENTICATE_API_URL (when that URL is on this machine) with the portal's webhook URL,
-then serves the portal on 127.0.0.1:5000 until interrupted.
+then serves the portal on PORTAL_EXTERNAL_URL (127.0.0.1:5000) until stopped.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -23,6 +28,34 @@ from portal.cli import webhook_url
 from portal.sandbox.server import AnonymousRequestHandler
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Path segments that are bearer secrets: signed links and the webhook secret.
+SECRET_SEGMENTS = [
+    (re.compile(r"(/(?:status|resume)/)[^/\s?]+"), r"\1<token>"),
+    (re.compile(r"(/webhooks/authenticate/)[^/\s?]+"), r"\1<secret>"),
+]
+
+
+def redact(line: str) -> str:
+    """Replace signed tokens and the webhook secret in a request line."""
+    for pattern, replacement in SECRET_SEGMENTS:
+        line = pattern.sub(replacement, line)
+    return line
+
+
+class PortalRequestHandler(AnonymousRequestHandler):
+    """Access log without client addresses, status tokens or the webhook secret."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Only the log line is rewritten: the request has been handled by now.
+        self.path = redact(self.path)
+        self.requestline = redact(self.requestline)
+        super().log_request(code, size)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Tell whether nothing listens on host:port yet."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        return probe.connect_ex((host, port)) != 0
 
 
 def start_sandbox(app: Flask) -> subprocess.Popen[bytes] | None:
@@ -30,39 +63,59 @@ def start_sandbox(app: Flask) -> subprocess.Popen[bytes] | None:
     api = urlsplit(app.config["AUTHENTICATE_API_URL"])
     if api.hostname not in LOOPBACK:
         return None
+    port = api.port or 80
+    if not port_is_free(api.hostname, port):
+        raise SystemExit(
+            f"Port {port} is already in use: is an earlier sandbox still running? "
+            f"Stop it (pkill -f portal.sandbox) and run again."
+        )
     with app.app_context():
         hook = webhook_url()
     env = dict(
         os.environ, SANDBOX_WEBHOOK_URL=hook, SANDBOX_API_KEY=app.config["AUTHENTICATE_API_KEY"]
     )
-    command = [
-        sys.executable,
-        "-m",
-        "portal.sandbox",
-        "--host",
-        api.hostname,
-        "--port",
-        str(api.port or 80),
-    ]
+    # A short delay before each webhook, as a real provider has, so the status page is seen
+    # to change by itself.
+    env.setdefault("SANDBOX_WEBHOOK_DELAY", "2")
+    command = [sys.executable, "-m", "portal.sandbox", "--host", api.hostname, "--port", str(port)]
     process = subprocess.Popen(command, env=env)
-    wait_until_up(app.config["AUTHENTICATE_API_URL"].rstrip("/") + "/_sandbox/users")
+    wait_until_up(app.config["AUTHENTICATE_API_URL"].rstrip("/") + "/_sandbox/users", process)
+    threading.Thread(target=watch, args=(process,), daemon=True).start()
     return process
 
 
-def wait_until_up(url: str, seconds: float = 15.0) -> None:
-    """Wait for a URL to answer, so the first form submit doesn't race the sandbox start."""
+def wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 15.0) -> None:
+    """Wait for the sandbox to answer, so the first form submit doesn't race its start."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             requests.get(url, timeout=(0.5, 1))
             return
         except requests.RequestException:
             time.sleep(0.2)
-    raise SystemExit(f"the sandbox did not start at {url}")
+    process.kill()
+    raise SystemExit(f"The sandbox did not start at {url}.")
+
+
+def watch(process: subprocess.Popen[bytes]) -> None:
+    """Say so loudly if the sandbox stops while the portal runs."""
+    code = process.wait()
+    if code not in (0, -signal.SIGTERM):
+        print(
+            f" * The sandbox stopped (exit {code}); submits will fail until you restart.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def stop_on_sigterm(signum: int, frame: Any) -> None:
+    """Turn SIGTERM into a normal exit, so the sandbox is stopped with the portal."""
+    raise SystemExit(0)
 
 
 def main() -> None:
-    """Migrate, start the sandbox, serve the portal."""
+    """Migrate, start the sandbox, serve the portal; stop the sandbox however we stop."""
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     app = create_app()
     with app.app_context():
         upgrade()
@@ -75,7 +128,7 @@ def main() -> None:
             external.port or 5000,
             app,
             threaded=True,
-            request_handler=AnonymousRequestHandler,
+            request_handler=PortalRequestHandler,
         )
     finally:
         if sandbox is not None:

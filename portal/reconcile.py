@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from portal import store
-from portal.client import AuthenticateClient, AuthenticateError
+from portal.client import AuthenticateClient, AuthenticateError, AuthenticateRejected
 from portal.config import status_map
 from portal.models import Verification, utcnow
 
@@ -43,6 +43,10 @@ def recheck(
         return "no-link"
     try:
         status = client.get_link_status(record.medallion_token)
+    except AuthenticateRejected as exc:
+        # Authenticate answered but does not know the token (expired, or another account).
+        logger.warning("re-check of user %s refused: %d", record.user_access_code, exc.status_code)
+        return "rejected"
     except AuthenticateError as exc:
         logger.warning("re-check of user %s failed: %s", record.user_access_code, exc)
         return "unavailable"

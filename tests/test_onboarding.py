@@ -432,7 +432,6 @@ def test_submit_escapes_upstream_message_when_it_holds_html(onboarding, fake_cli
     [
         AuthenticateUnavailable("down"),
         AuthenticateUnexpectedResponse("no token"),
-        AuthenticateRejected("workflow disabled", 400),
     ],
 )
 def test_continue_answers_503_with_try_again_link_when_link_creation_fails(

@@ -3,7 +3,7 @@
 import requests
 
 from portal import store
-from portal.client import AuthenticateUnavailable
+from portal.client import AuthenticateRejected, AuthenticateUnavailable
 from portal.extensions import db
 from portal.reconcile import reconcile
 from tests.test_integration import complete_medallion, onboard, uuid_behind
@@ -89,3 +89,23 @@ def test_reconcile_cli_prints_counts(app, runner, client, onboarding, fake_clien
     assert "recorded: 1" in result.output
     assert stored(app, user_access_code).state == "verified"
     assert "Nothing to re-check." in runner.invoke(args=["reconcile", "--older-than", "0"]).output
+
+
+def test_reconcile_counts_tokens_authenticate_no_longer_knows_as_rejected(
+    app, runner, client, onboarding, fake_client
+):
+    onboarded(onboarding, client, fake_client)
+    fake_client.status_error = AuthenticateRejected("Token not found.", 404)
+    result = runner.invoke(args=["reconcile", "--older-than", "0"])
+    assert result.exit_code == 0
+    assert "rejected: 1" in result.output
+
+
+def test_reconcile_cli_exits_non_zero_when_authenticate_is_unreachable(
+    runner, client, onboarding, fake_client
+):
+    onboarded(onboarding, client, fake_client)
+    fake_client.status_error = AuthenticateUnavailable("down")
+    result = runner.invoke(args=["reconcile", "--older-than", "0"])
+    assert result.exit_code == 1
+    assert "unavailable: 1" in result.output

@@ -312,18 +312,11 @@ def test_continue_sends_the_user_to_status_when_authenticate_says_already_comple
     assert link_issued_at(app) is None
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        AuthenticateUnavailable("down"),
-        AuthenticateRejected("The verification service did not accept these details.", 400),
-    ],
-)
 def test_continue_answers_503_with_a_retry_link_when_no_link_is_available(
-    app, client, verification, fake_client, error
+    app, client, verification, fake_client
 ):
     token = verification("pending")
-    fake_client.link_error = error
+    fake_client.link_error = AuthenticateUnavailable("down")
 
     response = client.get(f"/status/{token}/continue")
 
@@ -332,6 +325,22 @@ def test_continue_answers_503_with_a_retry_link_when_no_link_is_available(
     assert "We couldn't get your verification link" in text
     assert "you don't need to fill in the form again" in text
     assert f'href="/status/{token}/continue">Try again</a>' in text
+    assert link_issued_at(app) is None
+
+
+def test_continue_says_start_again_when_authenticate_refuses_the_link(
+    app, client, verification, fake_client
+):
+    token = verification("pending")
+    fake_client.link_error = AuthenticateRejected("Unknown userAccessCode.", 400)
+
+    response = client.get(f"/status/{token}/continue")
+
+    text = page_text(response)
+    assert response.status_code == 502
+    assert "We can't continue this verification" in text
+    assert "trying again won't help" in text
+    assert 'action="/new"' in text
     assert link_issued_at(app) is None
 
 

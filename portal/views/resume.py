@@ -20,6 +20,7 @@ from portal.helpers import (
 from portal.models import Verification
 from portal.ratelimits import resend_key, resend_limit
 from portal.tokens import TokenExpired, TokenInvalid
+from portal.views.status import link_refused
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("resume", __name__, url_prefix="/resume")
@@ -65,7 +66,7 @@ def open_link(token: str) -> Response | tuple[str, int]:
         logger.warning(
             "resume link refused for user %s: %d", record.user_access_code, exc.status_code
         )
-        return link_failed(record)
+        return link_refused()
     except AuthenticateError:
         logger.warning("resume link unavailable for user %s", record.user_access_code)
         return link_failed(record)

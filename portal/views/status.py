@@ -21,7 +21,7 @@ from portal import store
 from portal.client import AuthenticateError, AuthenticateRejected
 from portal.config import status_map
 from portal.extensions import limiter
-from portal.forms import ResendForm
+from portal.forms import EmptyForm, ResendForm
 from portal.helpers import (
     email_resume_link,
     get_client,
@@ -122,7 +122,7 @@ def continue_verification(token: str) -> Response | tuple[str, int]:
         if "already completed" in exc.message.lower():
             return redirect(status_url(record.user_access_code), 303)
         logger.warning("link refused for user %s: %d", record.user_access_code, exc.status_code)
-        return link_failed(token)
+        return link_refused()
     except AuthenticateError:
         logger.warning("link unavailable for user %s", record.user_access_code)
         return link_failed(token)
@@ -173,6 +173,11 @@ def resend_page(record: Verification, token: str, form: ResendForm, sent: str | 
 def link_failed(token: str) -> tuple[str, int]:
     """Say the link could not be fetched; the user is created, so a retry is all it takes."""
     return render_template("status/link_failed.html", token=token), 503
+
+
+def link_refused() -> tuple[str, int]:
+    """Authenticate answered, but will not continue this verification: retrying won't help."""
+    return render_template("status/link_refused.html", restart=EmptyForm()), 502
 
 
 def no_store(response: Response) -> Response:
