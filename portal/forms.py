@@ -74,11 +74,17 @@ class NameField(StringField):
                 raise ValidationError(problem)
 
 
+def sort_key(name: str) -> str:
+    """Return a name without accents, lower-cased, so Côte d'Ivoire sorts among the Cs."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
 @cache
 def country_choices() -> list[tuple[str, str]]:
-    """Return ISO 3166-1 alpha-3 codes with their names, sorted by name."""
+    """Return ISO 3166-1 alpha-3 codes with their names, in alphabetical order."""
     countries = [(c.alpha_3, getattr(c, "common_name", c.name)) for c in pycountry.countries]
-    return sorted(countries, key=lambda pair: pair[1])
+    return sorted(countries, key=lambda pair: sort_key(pair[1]))
 
 
 def age_on(birth_date: date, today: date) -> int:
@@ -131,6 +137,11 @@ class OnboardingForm(FlaskForm):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.country.choices = {"": "Choose a country", **dict(country_choices())}
+        self.normalized_email: str | None = None
+        self.e164_phone: str | None = None
+        region = current_app.config["PHONE_DEFAULT_REGION"]
+        code = phonenumbers.country_code_for_region(region)
+        self.phone.description = f"Start with the country code if it isn't +{code}."
 
     def validate_birth_date(self, field: DateField) -> None:
         if field.data is None:  # not a date: DateField has already said so
@@ -150,15 +161,21 @@ class OnboardingForm(FlaskForm):
 
     def validate_phone(self, field: StringField) -> None:
         region = current_app.config["PHONE_DEFAULT_REGION"]
+        example = phonenumbers.format_number(
+            phonenumbers.example_number(region) or phonenumbers.example_number("US"),
+            phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+        )
         try:
             number = phonenumbers.parse(field.data, region)
         except phonenumbers.NumberParseException as exc:
-            raise ValidationError("Enter a phone number, like +1 202 555 0143.") from exc
+            raise ValidationError(f"Enter a phone number, like {example}.") from exc
         if not phonenumbers.is_valid_number(number):
             raise ValidationError(
-                "That phone number doesn't look right. Include the country code, like +44."
+                f"That phone number doesn't look right. Check the digits and the country "
+                f"code, like {example}."
             )
-        field.data = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        # Sent as E.164; the field keeps what was typed, in case the form is shown again.
+        self.e164_phone = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 class ResendForm(FlaskForm):

@@ -21,10 +21,13 @@ PAST_MESSAGE = "Enter a date in the past."
 TOO_OLD_MESSAGE = "Check the year of your date of birth."
 NOT_A_DATE_MESSAGE = "Not a valid date value."
 EMAIL_MESSAGE = "Enter a valid email address"
-PHONE_PARSE_MESSAGE = "Enter a phone number, like +1 202 555 0143."
-PHONE_INVALID_MESSAGE = "That phone number doesn't look right. Include the country code, like +44."
+PHONE_PARSE_MESSAGE = "Enter a phone number, like +1 201-555-0123."
+PHONE_INVALID_MESSAGE = (
+    "That phone number doesn't look right. Check the digits and the country code, "
+    "like +1 201-555-0123."
+)
 CONSENT_MESSAGE = "You need to agree before we can go on."
-SUMMARY_MESSAGE = "Please correct the highlighted fields below."
+SUMMARY_MESSAGE = "Please correct these:"
 # A Persian name (Mehrangiz) that needs a zero-width non-joiner between its two parts.
 PERSIAN_ZWNJ_NAME = "\u0645\u0647\u0631\u200c\u0627\u0646\u06af\u06cc\u0632"
 # Every field filled in, so a re-rendered form can be checked for each typed value.
@@ -116,6 +119,9 @@ def assert_refused(response, field, message, fake):
     assert "Location" not in response.headers
     assert message in page.errors[field]
     assert SUMMARY_MESSAGE in page.alerts
+    # The summary links to the field, with the same message.
+    assert f'href="#{field}">' in response.text
+    assert any(message in alert for alert in page.alerts if alert != SUMMARY_MESSAGE)
     assert fake.users == []
     return page
 

@@ -161,3 +161,10 @@ def test_sandbox_signed_deliveries_are_accepted_end_to_end(live):
         link, _ = onboard(live, session)
         complete_medallion(session, link, "failed")
     assert live.wait_for_state(uuid_behind(live, link), "failed") == "failed"
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_other_methods_get_404_without_the_secret_and_405_with_it(app, method):
+    client = app.test_client()
+    assert getattr(client, method)("/webhooks/authenticate/wrong-guess").status_code == 404
+    assert getattr(client, method)(HOOK).status_code == 405

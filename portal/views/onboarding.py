@@ -134,8 +134,8 @@ def new_user(form: OnboardingForm) -> NewUser:
         middle_name=form.middle_name.data or None,
         last_name=form.last_name.data,
         birth_date=form.birth_date.data,
-        email=form.email.data,
-        phone=form.phone.data or None,
+        email=form.normalized_email or form.email.data,
+        phone=form.e164_phone,
         country=form.country.data,
     )
 
@@ -151,7 +151,8 @@ def next_step(user_access_code: str, form: OnboardingForm, fresh: bool) -> Respo
         return redirect(url_for("status.continue_verification", token=token), 303)
     values = {}
     if fresh:
-        sent = email_resume_link(user_access_code, form.email.data, form.first_name.data)
+        address = form.normalized_email or form.email.data
+        sent = email_resume_link(user_access_code, address, form.first_name.data)
         values["sent"] = int(sent)
     return redirect(url_for("status.emailed", token=token, **values), 303)
 

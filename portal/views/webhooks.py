@@ -33,12 +33,16 @@ def rate_limit() -> str:
     return str(current_app.config["WEBHOOK_RATE_LIMIT"])
 
 
-@bp.post("/authenticate/<secret>")
+# Every method is routed here so that, without the secret, any request gets the same 404 as
+# an unknown path (a 405 would confirm the route exists).
+@bp.route("/authenticate/<secret>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
 @limiter.limit(rate_limit)
 def receive(secret: str) -> tuple[Response, int]:
     """Record one delivery; 2xx only once it is committed, 503 if the database is down."""
     if not secret_matches(secret):
         abort(404)
+    if request.method != "POST":
+        abort(405)
     if request.mimetype != "application/json":
         return jsonify(error="Content-Type must be application/json"), 415
     request.max_content_length = int(current_app.config["WEBHOOK_MAX_BYTES"])
