@@ -1,6 +1,9 @@
 """A real browser (Debian's Chromium through Playwright) goes from the form to "Verified"."""
 
+import email
+import email.policy
 import os
+import re
 import shutil
 
 import pytest
@@ -34,8 +37,18 @@ def sandbox_config():
 
 
 @pytest.fixture
-def portal_config():
-    return {"STATUS_POLL_SECONDS": 1, "NEXT_STEP_REDIRECT_SECONDS": 1}
+def outbox(tmp_path):
+    return tmp_path / "outbox"
+
+
+@pytest.fixture
+def portal_config(outbox):
+    return {
+        "STATUS_POLL_SECONDS": 1,
+        "NEXT_STEP_REDIRECT_SECONDS": 1,
+        "MAIL_BACKEND": "outbox",
+        "MAIL_OUTBOX_DIR": str(outbox),
+    }
 
 
 @pytest.fixture
@@ -123,3 +136,32 @@ def test_browser_back_and_resubmit_creates_no_second_user(live, page):
     page.wait_for_url(f"{live.portal_url}/status/**", timeout=15_000)
 
     assert live.sandbox_json("/_sandbox/users")["count"] == 1
+
+
+def test_browser_email_path_from_outbox_link_to_verified(live, page, outbox):
+    from playwright.sync_api import expect
+
+    page.goto(f"{live.portal_url}/")
+    fill_form(page, "Dana")
+    page.get_by_label("Email me a link").check()
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    expect(page.locator(".qr svg")).to_be_visible()
+
+    [eml] = outbox.glob("*.eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    text = message.get_body(("plain",)).get_content()
+    resume = re.search(r"http://\S+/resume/\S+", text).group(0)
+    assert message["To"] == "browser.test@example.org"
+
+    # On "the phone": open the emailed link in a fresh browser context.
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        tab = phone.new_page()
+        tab.goto(resume)
+        tab.wait_for_url(f"{live.sandbox_url}/?token=*", timeout=15_000)
+        tab.get_by_role("button", name="Verified").click()
+        tab.wait_for_url(f"{live.portal_url}/status/*", timeout=15_000)
+        expect(tab.locator("#status-title")).to_have_text("Verified", timeout=20_000)
+    finally:
+        phone.close()

@@ -1,9 +1,13 @@
 """PII canary: distinctive values go in every field; none may come out anywhere we keep."""
 
 import base64
+import email
+import email.policy
 import logging
+import re
 import zlib
 
+import pytest
 import requests
 from sqlalchemy import select
 
@@ -92,3 +96,47 @@ def test_no_personal_data_in_database_logs_cookies_or_urls(live, caplog):
         if canary.lower() in text.lower()
     ]
     assert leaks == []
+
+
+@pytest.fixture
+def portal_config(tmp_path):
+    return {"MAIL_BACKEND": "outbox", "MAIL_OUTBOX_DIR": str(tmp_path / "outbox")}
+
+
+def test_email_path_keeps_personal_data_only_in_the_outbox_message(live, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    headers = {"User-Agent": CANARY_AGENT}
+    with requests.Session() as session:
+        page = session.get(f"{live.portal_url}/", headers=headers, timeout=5)
+        data = dict(CANARY_FORM, delivery="email", **hidden_inputs(page.text))
+        submitted = session.post(f"{live.portal_url}/", data=data, headers=headers, timeout=10)
+        [eml] = (tmp_path / "outbox").glob("*.eml")
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        text = message.get_body(("plain",)).get_content()
+        resume = re.search(r"http://\S+/resume/\S+", text).group(0)
+        medallion = session.get(resume, headers=headers, allow_redirects=False, timeout=10)
+        back = complete_medallion(session, medallion.headers["Location"], "verified", headers)
+        assert (
+            live.wait_for_state(uuid_behind(live, medallion.headers["Location"]), "verified")
+            == "verified"
+        )
+        cookies = [session_cookie_payload(c.value) for c in session.cookies if c.name == "session"]
+    urls = [r.headers.get("Location", "") for r in submitted.history]
+    urls += [submitted.url, resume, medallion.headers["Location"], back]
+    kept = {
+        "database": database_dump(live.portal_app),
+        "logs": caplog.text,
+        "cookies": "\n".join(cookies),
+        "urls": "\n".join(urls),
+        "outbox file names": "\n".join(p.name for p in (tmp_path / "outbox").iterdir()),
+    }
+    assert "link email written to outbox file" in kept["logs"]
+    leaks = [
+        (where, canary)
+        for where, text in kept.items()
+        for canary in CANARIES
+        if canary.lower() in text.lower()
+    ]
+    assert leaks == []
+    # The message itself is the one place the address may be: it is the email.
+    assert message["To"] == "zqw.mail.canary@example.org"
