@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from portal import store
-from portal.config import DEFAULT_STATUS_MAP
+from portal.config import DEFAULT_STATUS_MAP, status_map
 from portal.extensions import db
 from portal.models import Submission, Verification, WebhookEvent
 from tests.conftest import TEST_WEBHOOK_SECRET, make_app
@@ -515,3 +515,43 @@ def test_record_event_folds_two_events_posted_at_once_like_one_after_the_other(p
                 sequential.decided_at,
             )
             assert record_.state == "verified"
+
+
+def test_record_event_sees_an_event_committed_while_it_was_starting(database_url, monkeypatch):
+    """Another delivery for the same UUID commits between this one's first look and its write:
+    the stored state must still equal the replay of every event."""
+    app = make_app(database_url)
+    table = status_map(app.config)
+    uac = "5d0c1a2e-7a4b-4c1d-9e8f-0a1b2c3d4e5f"
+
+    def event(event_id, status, day):
+        return store.IncomingEvent(
+            event_id,
+            store.STATUS_EVENT,
+            uac,
+            status,
+            "governmentId",
+            datetime(2026, 5, day, tzinfo=UTC),
+        )
+
+    real_exists = store._exists
+
+    def exists_then_interleave(code):
+        found = real_exists(code)
+        monkeypatch.setattr(store, "_exists", real_exists)
+        with app.app_context():  # another request, with its own session and connection
+            assert store.record_event(event("a-review", "review", 3), table) == "recorded"
+        return found
+
+    with app.app_context():
+        store.add_verification(uac, "key-interleave")
+        store.record_event(event("first-started", "started", 1), table)
+        monkeypatch.setattr(store, "_exists", exists_then_interleave)
+        assert store.record_event(event("b-started", "started", 5), table) == "recorded"
+        db.session.expire_all()
+        record = store.get_verification(uac)
+        replay = store.fold_events(store.list_events(uac), table)
+        assert (record.state, record.raw_status) == (replay.state, replay.raw_status)
+        assert (record.state, record.raw_status) == ("in_progress", "started")
+    with app.app_context():
+        db.engine.dispose()

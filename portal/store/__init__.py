@@ -1,4 +1,7 @@
-"""Every database read and write, and the verification state machine."""
+"""Every database read and write, and the verification state machine.
+
+Admin accounts and the audit log are in `store.admin`; dashboard queries in `store.dashboard`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
@@ -27,6 +32,7 @@ STATUS_EVENT = "SELF_VERIFICATION_TRY_STATUS"
 # A status the portal read back from Authenticate itself (see reconcile.py).
 RECONCILED_EVENT = "PORTAL_RECONCILED_STATUS"
 STATE_EVENTS = (STATUS_EVENT, RECONCILED_EVENT)
+UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def hash_submit_key(key: str) -> str:
@@ -152,7 +158,7 @@ class Folded:
     decided_at: datetime | None
 
 
-def fold_events(events: Iterable[WebhookEvent], table: Mapping[str, str]) -> Folded:
+def fold_events(events: Iterable[Any], table: Mapping[str, str]) -> Folded:
     """Replay status events in eventDate order and return where they leave the record.
 
     Ties on eventDate are broken by state rank, never by arrival, and a decision is never
@@ -184,44 +190,81 @@ def record_event(event: IncomingEvent, table: Mapping[str, str]) -> str:
     Returns "duplicate" for an event id seen before, "orphan" for a UUID the portal never
     created, "ignored" for event types that do not change state, else "recorded".
     """
-    record = None
-    if event.user_access_code is not None:
-        # Lock the record so concurrent events for one UUID fold one after the other.
-        record = db.session.scalar(
-            select(Verification)
-            .where(Verification.user_access_code == event.user_access_code)
-            .with_for_update()
-        )
-    db.session.add(
-        WebhookEvent(
-            event_id=event.event_id,
-            event_type=event.event_type,
-            user_access_code=event.user_access_code,
-            raw_status=event.raw_status,
-            verification_method=event.verification_method,
-            event_date=event.event_date,
-            orphan=record is None,
-        )
-    )
-    try:
-        db.session.flush()
-    except IntegrityError:
+    known = event.user_access_code is not None and _exists(event.user_access_code)
+    if not _insert_event(event, orphan=not known):
         db.session.rollback()
         return "duplicate"
-    outcome = _apply_events(record, event, table)
+    if not known or event.event_type not in STATE_EVENTS or event.event_date is None:
+        db.session.commit()
+        return "ignored" if known else "orphan"
+    # Read (and on PostgreSQL lock) the record only after the insert: on SQLite the insert
+    # holds the write lock, so this read sees every event committed before ours, and
+    # concurrent deliveries for one UUID fold one after the other on both backends.
+    record = db.session.scalar(
+        select(Verification)
+        .where(Verification.user_access_code == event.user_access_code)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if not (record.is_terminal and state_for(event.raw_status, table) not in TERMINAL_STATES):
+        # A decision is never replaced by a non-terminal event, wherever it sorts, so only
+        # other cases need the replay.
+        _refold(record, table)
     db.session.commit()
-    return outcome
+    return "recorded"
 
 
-def _apply_events(
-    record: Verification | None, event: IncomingEvent, table: Mapping[str, str]
-) -> str:
-    if record is None:
-        return "orphan"
-    if event.event_type not in STATE_EVENTS or event.event_date is None:
-        return "ignored"
-    events = db.session.scalars(
-        select(WebhookEvent).where(
+def _exists(user_access_code: str) -> bool:
+    return (
+        db.session.scalar(
+            select(Verification.id).where(Verification.user_access_code == user_access_code)
+        )
+        is not None
+    )
+
+
+def _insert_event(event: IncomingEvent, orphan: bool) -> bool:
+    """Insert the event row; return False when its id was recorded before.
+
+    ON CONFLICT DO NOTHING answers duplicates without an error (and without an error line in
+    PostgreSQL's log for every redelivery); other databases fall back to a savepoint.
+    """
+    values = {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "user_access_code": event.user_access_code,
+        "raw_status": event.raw_status,
+        "verification_method": event.verification_method,
+        "event_date": event.event_date,
+        "received_at": utcnow(),
+        "orphan": orphan,
+    }
+    dialect = db.session.get_bind().dialect.name
+    if dialect in UPSERT_INSERTS:
+        table = WebhookEvent.__table__
+        statement = (
+            UPSERT_INSERTS[dialect](table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(table.c.id)
+        )
+        return db.session.connection().execute(statement).first() is not None
+    try:
+        with db.session.begin_nested():
+            db.session.connection().execute(insert(WebhookEvent.__table__).values(**values))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _refold(record: Verification, table: Mapping[str, str]) -> None:
+    events = db.session.execute(
+        select(
+            WebhookEvent.event_id,
+            WebhookEvent.raw_status,
+            WebhookEvent.verification_method,
+            WebhookEvent.event_date,
+        ).where(
             WebhookEvent.user_access_code == record.user_access_code,
             WebhookEvent.event_type.in_(STATE_EVENTS),
             WebhookEvent.event_date.is_not(None),
@@ -233,7 +276,6 @@ def _apply_events(
     record.verification_method = folded.verification_method
     record.last_event_at = folded.last_event_at
     record.decided_at = folded.decided_at
-    return "recorded"
 
 
 def was_reviewed(user_access_code: str, table: Mapping[str, str]) -> bool:
