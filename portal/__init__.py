@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     if app.config["EXTERNAL_URL"].startswith("https://"):
         app.config["SESSION_COOKIE_SECURE"] = True
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["RATELIMIT_STORAGE_URL"])
+    app.permanent_session_lifetime = timedelta(hours=float(app.config["ADMIN_SESSION_HOURS"]))
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"] or sqlite_url(app)
     if not (app.debug or app.testing):
@@ -77,11 +79,12 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach the portal's views."""
-    from portal.views import onboarding, resume, status, webhooks
+    from portal.views import admin, onboarding, resume, status, webhooks
 
     app.register_blueprint(onboarding.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(resume.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)
     csrf.exempt(webhooks.bp)
     app.after_request(add_security_headers)

@@ -73,7 +73,8 @@ class Defaults:
     WEBHOOK_HMAC_HEADER = "X-Authenticate-Signature"
     WEBHOOK_HMAC_TIMESTAMP_HEADER = ""
     WEBHOOK_HMAC_TOLERANCE = 0
-    WEBHOOK_RATE_LIMIT = "6000 per minute"
+    # Refused webhook requests (4xx/5xx) allowed per client address; accepted ones don't count.
+    WEBHOOK_RATE_LIMIT = "600 per minute"
     # Where rate-limit counters live: memory:// (per process) or redis://host:port.
     RATELIMIT_STORAGE_URL = "memory://"
     STATUS_MAP: dict[str, str] = {}
@@ -85,6 +86,10 @@ class Defaults:
     NEXT_STEP_REDIRECT_SECONDS = 5
     # Requests for a fresh link email, per status/resume link and per client address.
     EMAIL_RESEND_RATE_LIMIT = "3 per hour"
+
+    # Admin dashboard sessions and login throttling (per account and per client address).
+    ADMIN_SESSION_HOURS = 8
+    ADMIN_LOGIN_RATE_LIMIT = "5 per minute"
 
     # "outbox" writes .eml files under instance/outbox (development); "smtp" sends.
     MAIL_BACKEND = "outbox"

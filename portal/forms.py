@@ -17,6 +17,7 @@ from wtforms import (
     DateField,
     EmailField,
     HiddenField,
+    PasswordField,
     RadioField,
     SelectField,
     StringField,
@@ -191,3 +192,11 @@ class ResendForm(FlaskForm):
 
 class EmptyForm(FlaskForm):
     """A POST-only button: nothing but the CSRF token."""
+
+
+class LoginForm(FlaskForm):
+    """Admin sign-in."""
+
+    username = StringField("Username", [DataRequired("Enter your username."), Length(max=64)])
+    password = PasswordField("Password", [DataRequired("Enter your password."), Length(max=256)])
+    next = HiddenField()

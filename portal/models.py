@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Index, Integer, String
+from sqlalchemy import Boolean, DateTime, Index, Integer, String, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -56,6 +56,24 @@ class Verification(db.Model):
     """One Authenticate user created through the portal, known only by its UUID."""
 
     __tablename__ = "verifications"
+    # The admin dashboard's indexes (migration 0004). Record pages walk (sort column, id) by
+    # keyset, with or without a state filter. The two "cover" indexes carry extra columns so
+    # that the funnel, the chart, the median and date-filtered pages sorted by last update
+    # read their date range from the index alone.
+    __table_args__ = (
+        Index(
+            "ix_verifications_created_cover",
+            "created_at",
+            "id",
+            "state",
+            "link_issued_at",
+            "updated_at",
+        ),
+        Index("ix_verifications_updated_id", "updated_at", "id"),
+        Index("ix_verifications_state_created", "state", "created_at", "id"),
+        Index("ix_verifications_state_updated", "state", "updated_at", "id"),
+        Index("ix_verifications_decided_cover", "decided_at", "state", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_access_code: Mapped[str] = mapped_column(String(UUID_LENGTH), unique=True)
@@ -96,7 +114,16 @@ class WebhookEvent(db.Model):
     """The allow-listed fields of one webhook delivery; never the body."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (Index("ix_webhook_events_uac_date", "user_access_code", "event_date"),)
+    __table_args__ = (
+        Index("ix_webhook_events_uac_date", "user_access_code", "event_date"),
+        # Orphans are rare: a partial index lets the admin list page through them directly.
+        Index(
+            "ix_webhook_events_orphan_id",
+            "id",
+            postgresql_where=text("orphan"),
+            sqlite_where=text("orphan"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(PROVIDER_TEXT_LENGTH), unique=True)
@@ -111,3 +138,48 @@ class WebhookEvent(db.Model):
 
     def __repr__(self) -> str:
         return f"<WebhookEvent {self.event_id} {self.event_type}>"
+
+
+class AdminUser(db.Model):
+    """A dashboard account. Admin usernames are staff identifiers, not end-user data."""
+
+    __tablename__ = "admin_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped on password reset, disable and logout-everywhere: sessions carrying an older
+    # value are refused on every instance.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<AdminUser {self.username}>"
+
+
+class AuditEntry(db.Model):
+    """Who did what, when, to which UUID: logins, exports, re-checks, link creations."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    admin: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    user_access_code: Mapped[str | None] = mapped_column(String(UUID_LENGTH))
+    detail: Mapped[str | None] = mapped_column(String(200))
+
+    def __repr__(self) -> str:
+        return f"<AuditEntry {self.action} by {self.admin}>"
+
+
+class WebhookRejection(db.Model):
+    """A webhook answered 4xx or 5xx (status code and time only), for the health panel."""
+
+    __tablename__ = "webhook_rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    status_code: Mapped[int] = mapped_column(Integer)

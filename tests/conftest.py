@@ -263,3 +263,42 @@ def live(tmp_path, sandbox_config, portal_config):
     portal_app.extensions["portal.client"].session.close()
     with portal_app.app_context():
         db.engine.dispose()
+
+
+ADMIN_USERNAME = "ada"
+ADMIN_PASSWORD = "correct horse battery staple"
+
+
+class AdminActions:
+    """Sign an admin in and out, in the style of flaskr's AuthActions."""
+
+    def __init__(self, app, client):
+        self._app = app
+        self._client = client
+
+    def create(self, username=ADMIN_USERNAME, password=ADMIN_PASSWORD):
+        from portal.store import admin as admin_store
+
+        with self._app.app_context():
+            admin_store.add_admin(username, password)
+
+    def login(self, username=ADMIN_USERNAME, password=ADMIN_PASSWORD, next_path=""):
+        return self._client.post(
+            "/admin/login", data={"username": username, "password": password, "next": next_path}
+        )
+
+    def logout(self):
+        return self._client.post("/admin/logout")
+
+
+@pytest.fixture
+def admin(app, client):
+    return AdminActions(app, client)
+
+
+@pytest.fixture
+def admin_client(admin, client):
+    """A test client signed in as an admin."""
+    admin.create()
+    assert admin.login().status_code == 303
+    return client

@@ -115,15 +115,28 @@ def test_timestamped_signature_is_refused_without_a_timestamp(sqlite_url):
     assert "X-Authenticate-Timestamp must be a Unix timestamp" in response.json["error"]
 
 
-def test_webhook_rate_limit_answers_429_past_the_limit(sqlite_url):
+def test_webhook_rate_limit_never_throttles_accepted_deliveries(sqlite_url):
     app = make_app(sqlite_url, WEBHOOK_RATE_LIMIT="3 per minute")
     client = app.test_client()
     answers = [
         client.post(HOOK, data=body(f"evt-{n}"), content_type="application/json").status_code
-        for n in range(5)
+        for n in range(8)
     ]
-    assert answers == [200, 200, 200, 429, 429]
-    assert stored_events(app) == 3
+    assert answers == [200] * 8
+    assert stored_events(app) == 8
+
+
+def test_webhook_rate_limit_stops_an_address_that_keeps_sending_garbage(sqlite_url):
+    app = make_app(sqlite_url, WEBHOOK_RATE_LIMIT="3 per minute")
+    client = app.test_client()
+    garbage = [
+        client.post(HOOK, data="nope", content_type="application/json").status_code
+        for _ in range(4)
+    ]
+    good = client.post(HOOK, data=body(), content_type="application/json").status_code
+    assert garbage == [400, 400, 400, 429]
+    assert good == 429
+    assert stored_events(app) == 0
 
 
 def test_rate_limit_also_counts_wrong_secret_guesses(sqlite_url):

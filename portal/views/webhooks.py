@@ -18,8 +18,9 @@ from werkzeug.wrappers import Response
 
 from portal import store
 from portal.config import status_map
-from portal.extensions import limiter
+from portal.extensions import db, limiter
 from portal.models import PROVIDER_TEXT_LENGTH, UUID_LENGTH
+from portal.store import admin as admin_store
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -29,14 +30,27 @@ class BadEvent(ValueError):
     """The delivery is not a webhook envelope this portal can record."""
 
 
+@bp.after_request
+def count_refusals(response: Response) -> Response:
+    """Keep the status code of every refused delivery for the admin health panel."""
+    if response.status_code >= 400:
+        try:
+            admin_store.add_webhook_rejection(response.status_code)
+        except DBAPIError:
+            # The database is what failed (a 503): the answer matters more than the count.
+            db.session.rollback()
+    return response
+
+
 def rate_limit() -> str:
     return str(current_app.config["WEBHOOK_RATE_LIMIT"])
 
 
 # Every method is routed here so that, without the secret, any request gets the same 404 as
-# an unknown path (a 405 would confirm the route exists).
+# an unknown path (a 405 would confirm the route exists). Only refused requests count toward
+# the rate limit: it stops guessing and garbage, never a burst of real deliveries.
 @bp.route("/authenticate/<secret>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
-@limiter.limit(rate_limit)
+@limiter.limit(rate_limit, deduct_when=lambda response: response.status_code >= 400)
 def receive(secret: str) -> tuple[Response, int]:
     """Record one delivery; 2xx only once it is committed, 503 if the database is down."""
     if not secret_matches(secret):
