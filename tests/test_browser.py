@@ -5,8 +5,10 @@ import email.policy
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import skip_or_fail
 
@@ -165,3 +167,47 @@ def test_browser_email_path_from_outbox_link_to_verified(live, page, outbox):
         expect(tab.locator("#status-title")).to_have_text("Verified", timeout=20_000)
     finally:
         phone.close()
+
+
+def test_browser_admin_signs_in_filters_opens_a_record_and_exports(live, page, tmp_path):
+    from playwright.sync_api import expect
+
+    from portal.store import admin as admin_store
+    from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+    from tests.test_integration import complete_medallion, onboard, uuid_behind
+
+    with live.portal_app.app_context():
+        admin_store.add_admin(ADMIN_USERNAME, ADMIN_PASSWORD)
+    outcomes = {}
+    for outcome in ("verified", "failed"):
+        with requests.Session() as session:
+            link, _ = onboard(live, session)
+            complete_medallion(session, link, outcome)
+        outcomes[outcome] = uuid_behind(live, link)
+        assert live.wait_for_state(outcomes[outcome], outcome, seconds=20) == outcome
+
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live.portal_url}/admin")
+    page.get_by_label("Username").fill(ADMIN_USERNAME)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+    page.get_by_role("link", name="Records").first.click()
+    page.get_by_label("State").select_option("failed")
+    page.get_by_role("button", name="Show records").click()
+    rows = page.locator("table tbody tr")
+    expect(rows).to_have_count(1)
+    page.get_by_role("link", name=outcomes["failed"]).click()
+
+    expect(page.get_by_text("SELF_VERIFICATION_TRY_STATUS").first).to_be_visible()
+    page.get_by_role("button", name="Re-check with Authenticate").click()
+    expect(page.locator("[role=alert], .notice").first).to_be_visible()
+
+    page.get_by_role("link", name="Records").first.click()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download all matching records as CSV").click()
+    csv_text = Path(download.value.path()).read_text()
+    assert csv_text.splitlines()[0].startswith("user_access_code,state")
+    assert outcomes["verified"] in csv_text and outcomes["failed"] in csv_text

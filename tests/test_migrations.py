@@ -10,10 +10,14 @@ from portal import create_app
 from portal.extensions import db
 from tests.conftest import base_config
 
-TABLES = {"submissions", "verifications", "webhook_events"}
-
-# portal/migrations/env.py tries Flask-SQLAlchemy's deprecated db.get_engine() first.
-pytestmark = pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
+TABLES = {
+    "submissions",
+    "verifications",
+    "webhook_events",
+    "admin_users",
+    "audit_log",
+    "webhook_rejections",
+}
 
 
 @pytest.fixture(autouse=True)
