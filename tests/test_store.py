@@ -534,19 +534,18 @@ def test_record_event_sees_an_event_committed_while_it_was_starting(database_url
             datetime(2026, 5, day, tzinfo=UTC),
         )
 
-    real_exists = store._exists
+    real_insert = store._insert_event
 
-    def exists_then_interleave(code):
-        found = real_exists(code)
-        monkeypatch.setattr(store, "_exists", real_exists)
+    def interleave_then_insert(incoming):
+        monkeypatch.setattr(store, "_insert_event", real_insert)
         with app.app_context():  # another request, with its own session and connection
             assert store.record_event(event("a-review", "review", 3), table) == "recorded"
-        return found
+        return real_insert(incoming)
 
     with app.app_context():
         store.add_verification(uac, "key-interleave")
         store.record_event(event("first-started", "started", 1), table)
-        monkeypatch.setattr(store, "_exists", exists_then_interleave)
+        monkeypatch.setattr(store, "_insert_event", interleave_then_insert)
         assert store.record_event(event("b-started", "started", 5), table) == "recorded"
         db.session.expire_all()
         record = store.get_verification(uac)

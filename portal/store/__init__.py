@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -190,40 +190,43 @@ def record_event(event: IncomingEvent, table: Mapping[str, str]) -> str:
     Returns "duplicate" for an event id seen before, "orphan" for a UUID the portal never
     created, "ignored" for event types that do not change state, else "recorded".
     """
-    known = event.user_access_code is not None and _exists(event.user_access_code)
-    if not _insert_event(event, orphan=not known):
+    if not _insert_event(event):
         db.session.rollback()
         return "duplicate"
-    if not known or event.event_type not in STATE_EVENTS or event.event_date is None:
-        db.session.commit()
-        return "ignored" if known else "orphan"
     # Read (and on PostgreSQL lock) the record only after the insert: on SQLite the insert
     # holds the write lock, so this read sees every event committed before ours, and
     # concurrent deliveries for one UUID fold one after the other on both backends.
-    record = db.session.scalar(
-        select(Verification)
-        .where(Verification.user_access_code == event.user_access_code)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if not (record.is_terminal and state_for(event.raw_status, table) not in TERMINAL_STATES):
-        # A decision is never replaced by a non-terminal event, wherever it sorts, so only
-        # other cases need the replay.
-        _refold(record, table)
-    db.session.commit()
-    return "recorded"
-
-
-def _exists(user_access_code: str) -> bool:
-    return (
-        db.session.scalar(
-            select(Verification.id).where(Verification.user_access_code == user_access_code)
+    record = None
+    if event.user_access_code is not None:
+        record = db.session.scalar(
+            select(Verification)
+            .where(Verification.user_access_code == event.user_access_code)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
-        is not None
+    if record is None:
+        _mark_orphan(event.event_id)
+        outcome = "orphan"
+    elif event.event_type not in STATE_EVENTS or event.event_date is None:
+        outcome = "ignored"
+    else:
+        # A decision is never replaced by a non-terminal event, wherever that event sorts, so
+        # only the other cases need the replay.
+        if not (record.is_terminal and state_for(event.raw_status, table) not in TERMINAL_STATES):
+            _refold(record, table)
+        outcome = "recorded"
+    db.session.commit()
+    return outcome
+
+
+def _mark_orphan(event_id: str) -> None:
+    """Flag an event whose UUID the portal never created (rare, so a second statement)."""
+    db.session.execute(
+        update(WebhookEvent).where(WebhookEvent.event_id == event_id).values(orphan=True)
     )
 
 
-def _insert_event(event: IncomingEvent, orphan: bool) -> bool:
+def _insert_event(event: IncomingEvent) -> bool:
     """Insert the event row; return False when its id was recorded before.
 
     ON CONFLICT DO NOTHING answers duplicates without an error (and without an error line in
@@ -237,7 +240,7 @@ def _insert_event(event: IncomingEvent, orphan: bool) -> bool:
         "verification_method": event.verification_method,
         "event_date": event.event_date,
         "received_at": utcnow(),
-        "orphan": orphan,
+        "orphan": False,
     }
     dialect = db.session.get_bind().dialect.name
     if dialect in UPSERT_INSERTS:
@@ -295,6 +298,7 @@ def list_events(user_access_code: str) -> list[WebhookEvent]:
         db.session.scalars(
             select(WebhookEvent)
             .where(WebhookEvent.user_access_code == user_access_code)
-            .order_by(WebhookEvent.event_date, WebhookEvent.id)
+            # Events without a date (other types) last on every database.
+            .order_by(WebhookEvent.event_date.is_(None), WebhookEvent.event_date, WebhookEvent.id)
         )
     )
