@@ -33,3 +33,16 @@ chromium:
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Portal against bare Flask under the same gunicorn and load (bench/run.py). Debian's wrk
+# drives the load; it needs root to install, as chromium does. Without it the benchmarks
+# fall back to a Python load generator and say so.
+bench: $(STAMP)
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else \
+	    echo "wrk is not installed and this user cannot install it: using the Python load generator"; \
+	  fi; \
+	fi
+	$(BIN)/python bench/run.py
