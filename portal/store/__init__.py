@@ -106,6 +106,29 @@ def get_verification(user_access_code: str) -> Verification | None:
     )
 
 
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """What the status poll needs of a record, read without building an ORM object."""
+
+    user_access_code: str
+    state: str
+    updated_at: datetime
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def get_status(user_access_code: str) -> StatusSnapshot | None:
+    """Return a record's state and last change, for the poll that runs every few seconds."""
+    row = db.session.execute(
+        select(Verification.state, Verification.updated_at).where(
+            Verification.user_access_code == user_access_code
+        )
+    ).first()
+    return None if row is None else StatusSnapshot(user_access_code, row.state, row.updated_at)
+
+
 def mark_link_issued(user_access_code: str, token: str) -> None:
     """Remember when, and with which token, a Medallion link was last handed out."""
     record = get_verification(user_access_code)

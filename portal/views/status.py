@@ -41,16 +41,20 @@ bp = Blueprint("status", __name__, url_prefix="/status")
 
 def record_for(token: str) -> Verification:
     """Return the record a status token points at, or stop with the right error page."""
+    record = store.get_verification(uuid_for(token))
+    if record is None:
+        abort(link_problem(expired=False))
+    return record
+
+
+def uuid_for(token: str) -> str:
+    """Return the UUID in a status token, or stop with the expired or broken-link page."""
     try:
-        user_access_code = load_status_token(token)
+        return load_status_token(token)
     except TokenExpired:
         abort(link_problem(expired=True))
     except TokenInvalid:
         abort(link_problem(expired=False))
-    record = store.get_verification(user_access_code)
-    if record is None:
-        abort(link_problem(expired=False))
-    return record
 
 
 def link_problem(expired: bool) -> Response:
@@ -79,7 +83,7 @@ def page(token: str) -> Response:
     return no_store(Response(html))
 
 
-def steps_for(record: Verification) -> list[str]:
+def steps_for(record: Verification | store.StatusSnapshot) -> list[str]:
     """Return the timeline for a record; only a decided one needs its history read."""
     reviewed = record.is_terminal and store.was_reviewed(
         record.user_access_code, status_map(current_app.config)
@@ -90,7 +94,9 @@ def steps_for(record: Verification) -> list[str]:
 @bp.get("/<token>.json")
 def poll(token: str) -> Response:
     """Answer the page's poll; 304 when nothing changed since the ETag the script sent."""
-    record = record_for(token)
+    record = store.get_status(uuid_for(token))
+    if record is None:
+        abort(link_problem(expired=False))
     state = describe(record.state, current_app.config["SUPPORT_CONTACT"])
     etag = hashlib.sha256(f"{record.state}|{record.updated_at}".encode()).hexdigest()[:32]
     if request.if_none_match.contains(etag):
