@@ -40,6 +40,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 
+@bp.app_template_filter("state_label")
 def state_label(state: str) -> str:
     """Return a state as words: "needs_review" -> "Needs review"."""
     return state.replace("_", " ").capitalize()
@@ -111,6 +112,7 @@ def _day_start(day: date | None, days_after: int = 0) -> datetime | None:
     return datetime.combine(day + timedelta(days=days_after), time.min, tzinfo=UTC)
 
 
+@bp.app_template_filter("human_duration")
 def human_duration(seconds: float) -> str:
     """Return a duration in at most two adjacent units: "2 days 3 hours", "45 seconds"."""
     remaining, words = max(round(seconds), 0), []
@@ -129,10 +131,6 @@ def human_duration(seconds: float) -> str:
 def human_age(moment: datetime) -> str:
     """Say how long ago `moment` was, in words."""
     return human_duration((utcnow() - moment).total_seconds())
-
-
-bp.add_app_template_filter(human_duration, "human_duration")
-bp.add_app_template_filter(state_label, "state_label")
 
 
 def csv_cell(value: str | datetime | None) -> str:
@@ -211,7 +209,7 @@ def records() -> tuple[str, int]:
         form=form,
         page=page,
         problem=problem,
-        args=form.args() if page else {},
+        args=form.args() if page is not None else {},
         paged="after" in request.args,
     )
     return html, 200 if page is not None else 400
