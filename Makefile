@@ -20,12 +20,13 @@ test: $(STAMP) chromium
 lint: $(STAMP)
 	$(BIN)/ruff check portal tests
 
-# Debian's Chromium for the browser tests; needs root (CI runs as root). Without it the
-# browser tests skip and say why, unless PORTAL_REQUIRE_BROWSER=1.
+# Debian's Chromium for the browser tests, and zbar-tools to decode the QR codes they see;
+# needs root (CI runs as root). Without them the browser tests skip and say why, unless
+# PORTAL_REQUIRE_BROWSER=1.
 chromium:
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v zbarimg >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium zbar-tools >/dev/null; \
 	  else \
 	    echo "chromium is not installed and this user cannot install it: browser tests will skip"; \
 	  fi; \

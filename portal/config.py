@@ -76,6 +76,8 @@ class Defaults:
     # Refused webhook requests (4xx/5xx) allowed per client address; accepted ones don't count.
     WEBHOOK_RATE_LIMIT = "600 per minute"
     # Where rate-limit counters live: memory:// (per process) or redis://host:port.
+    # No X-RateLimit-* headers: on the webhook path they would tell a right-secret request
+    # from a wrong one, which must look exactly like an unknown path.
     RATELIMIT_STORAGE_URL = "memory://"
     STATUS_MAP: dict[str, str] = {}
 
@@ -84,6 +86,8 @@ class Defaults:
     RESUME_LINK_MAX_AGE = 7 * 24 * 3600
     # Seconds the next-step page waits before forwarding to Medallion (time to scan its QR).
     NEXT_STEP_REDIRECT_SECONDS = 5
+    # Onboarding submits that create an Authenticate user (billed), per client address.
+    ONBOARDING_RATE_LIMIT = "20 per hour"
     # Requests for a fresh link email, per status/resume link and per client address.
     EMAIL_RESEND_RATE_LIMIT = "3 per hour"
 

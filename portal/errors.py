@@ -24,7 +24,7 @@ MESSAGES = {
     ),
     413: ("Too much data", "That request was larger than we accept."),
     415: ("Unsupported format", "That request's format isn't accepted here."),
-    429: ("Too many requests", "Please wait a little and try again."),
+    429: ("Too many requests", "Please wait a few minutes, then go back and try again."),
     500: ("Something went wrong", "It's our fault, not yours. Please try again shortly."),
     502: ("The verification service had a problem", "Please try again in a moment."),
     503: ("Temporarily unavailable", "Please try again in a moment."),

@@ -70,7 +70,9 @@ def add_security_headers(response: Response) -> Response:
 
 def qr_svg(url: str, title: str) -> Markup:
     """Render `url` as an inline SVG QR code, drawn on the server: no third-party requests."""
-    svg = segno.make(url, error="m").svg_inline(scale=4, border=4, title=title)
+    # omitsize gives the SVG a viewBox instead of a fixed size, so CSS scales the whole code
+    # rather than cropping it (a cropped code does not scan).
+    svg = segno.make(url, error="m").svg_inline(scale=4, border=4, title=title, omitsize=True)
     # The SVG is built by segno from the URL alone (it escapes the title); nothing a person
     # typed reaches it, so it is safe to mark as markup here, in this one place.
     return Markup(svg)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import Response, current_app, request
 
 from portal.tokens import LinkSigner
 
@@ -20,3 +20,18 @@ def resend_key() -> str:
         if genuine and isinstance(value, str):
             return f"resend:{value}"
     return f"resend-token:{token}"
+
+
+def sent_an_email(response: Response) -> bool:
+    """Count only requests that sent (or tried to send) an email: typos cost nothing."""
+    return response.status_code == 303
+
+
+def onboarding_limit() -> str:
+    """Return the limit on users created per client address (each one is billed upstream)."""
+    return str(current_app.config["ONBOARDING_RATE_LIMIT"])
+
+
+def created_a_user(response: Response) -> bool:
+    """Count only submits that went on to a next step, not forms refused for bad input."""
+    return response.status_code == 303

@@ -69,9 +69,20 @@ TEXTS = {
 }
 
 
-def describe(state: str, contact: str) -> StateText:
+# Pending, but a Medallion link went out: most likely the person just came back from it and
+# the result is on its way, so don't tell them to start.
+AWAITING_RESULT = (
+    "Waiting for the result",
+    "If you've finished on the verification page, your result will appear here shortly. "
+    "If you didn't finish, you can continue.",
+)
+
+
+def describe(state: str, contact: str, link_issued: bool = False) -> StateText:
     """Return the title and next-step text for a portal state; `contact` is who helps."""
     title, detail = TEXTS.get(state, TEXTS[NEEDS_REVIEW])
+    if state == PENDING and link_issued:
+        title, detail = AWAITING_RESULT
     return StateText(
         title=title,
         detail=detail.format(contact=contact),

@@ -5,6 +5,7 @@ import email.policy
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,19 @@ def test_browser_email_path_from_outbox_link_to_verified(live, page, outbox):
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
     expect(page.locator(".qr svg")).to_be_visible()
+    # The QR code on the page must scan to the resume link shown beside it.
+    if not shutil.which("zbarimg"):
+        skip_or_fail(
+            "no zbarimg to decode the QR code (Debian's zbar-tools)", "PORTAL_REQUIRE_BROWSER"
+        )
+    page.locator(".qr").screenshot(path=str(outbox.parent / "qr.png"))
+    decoded = subprocess.run(
+        ["zbarimg", "-q", "--raw", str(outbox.parent / "qr.png")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    assert decoded == page.locator("#resume-link").get_attribute("href")
 
     [eml] = outbox.glob("*.eml")
     message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)

@@ -247,3 +247,23 @@ def test_emailed_resume_link_completes_verification_over_real_http(live, smtp_se
     assert "link email for user" in logs
     for kept in (database_dump(live.portal_app), logs, "\n".join(cookies), "\n".join(urls)):
         assert "dana.okafor" not in kept.lower()
+
+
+def test_qr_code_scales_with_its_box_instead_of_being_cropped(mail_app):
+    client = mail_app.test_client()
+    page = client.get(submit(client).headers["Location"]).text
+    svg = re.search(r"<svg[^>]*>", page).group(0)
+    assert "viewBox=" in svg
+    assert "width=" not in svg and "height=" not in svg
+
+
+def test_typos_in_send_again_do_not_use_up_the_limit(mail_app, outbox):
+    client = mail_app.test_client()
+    token = submit(client).headers["Location"].split("/")[2]
+    typos = [
+        client.post(f"/status/{token}/email", data={"email": "nope"}).status_code for _ in range(5)
+    ]
+    good = client.post(f"/status/{token}/email", data={"email": ADDRESS}).status_code
+    assert typos == [422] * 5
+    assert good == 303
+    assert len(messages(outbox)) == 2

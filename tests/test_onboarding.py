@@ -533,3 +533,19 @@ def test_submit_escapes_typed_value_when_form_is_shown_again(onboarding, fake_cl
     assert "&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
     assert input_value(response.text, field) == typed
     assert fake_client.users == []
+
+
+def test_submits_that_create_users_are_rate_limited_per_address(sqlite_url):
+    app = make_app(sqlite_url, ONBOARDING_RATE_LIMIT="2 per hour")
+    fake = FakeAuthenticate()
+    app.extensions["portal.client"] = fake
+    client = app.test_client()
+    refused = client.post("/", data=dict(VALID_FORM, first_name="")).status_code
+    answers = []
+    for _ in range(3):
+        client.post("/new")
+        key = submit_key_from(client.get("/").text)
+        answers.append(client.post("/", data=dict(VALID_FORM, submit_key=key)).status_code)
+    assert refused == 422
+    assert answers == [303, 303, 429]
+    assert len(fake.users) == 2

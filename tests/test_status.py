@@ -393,3 +393,15 @@ def test_status_timeline_shows_review_done_when_a_decision_followed_review(app, 
             store.record_event(event, status_map(app.config))
 
     assert client.get(f"/status/{token}.json").json["timeline"] == ["done"] * 4
+
+
+def test_status_page_says_waiting_for_the_result_once_a_link_went_out(app, client, verification):
+    token = verification("pending")
+    with app.app_context():
+        store.mark_link_issued(UAC, "medallion-token")
+    page = page_text(client.get(f"/status/{token}"))
+    poll = client.get(f"/status/{token}.json").json
+    assert "Waiting for the result" in page
+    assert "Waiting for you to start" not in page
+    assert poll["title"] == "Waiting for the result"
+    assert poll["can_continue"] is True

@@ -113,6 +113,7 @@ class StatusSnapshot:
     user_access_code: str
     state: str
     updated_at: datetime
+    link_issued_at: datetime | None
 
     @property
     def is_terminal(self) -> bool:
@@ -122,11 +123,13 @@ class StatusSnapshot:
 def get_status(user_access_code: str) -> StatusSnapshot | None:
     """Return a record's state and last change, for the poll that runs every few seconds."""
     row = db.session.execute(
-        select(Verification.state, Verification.updated_at).where(
+        select(Verification.state, Verification.updated_at, Verification.link_issued_at).where(
             Verification.user_access_code == user_access_code
         )
     ).first()
-    return None if row is None else StatusSnapshot(user_access_code, row.state, row.updated_at)
+    if row is None:
+        return None
+    return StatusSnapshot(user_access_code, row.state, row.updated_at, row.link_issued_at)
 
 
 def mark_link_issued(user_access_code: str, token: str) -> None:

@@ -25,8 +25,10 @@ from portal.client import (
     AuthenticateUnexpectedResponse,
     NewUser,
 )
+from portal.extensions import limiter
 from portal.forms import EmptyForm, OnboardingForm
 from portal.helpers import email_resume_link, get_client, status_signer
+from portal.ratelimits import created_a_user, onboarding_limit
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("onboarding", __name__)
@@ -87,6 +89,7 @@ def current_submission() -> tuple[str, str | None]:
 
 
 @bp.post("/")
+@limiter.limit(onboarding_limit, deduct_when=created_a_user)
 def submit() -> Response | tuple[str, int]:
     """Create the Authenticate user once per submit key, then go to the next step."""
     form = OnboardingForm()

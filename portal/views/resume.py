@@ -18,7 +18,7 @@ from portal.helpers import (
     status_url,
 )
 from portal.models import Verification
-from portal.ratelimits import resend_key, resend_limit
+from portal.ratelimits import resend_key, resend_limit, sent_an_email
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.views.status import link_refused
 
@@ -75,8 +75,8 @@ def open_link(token: str) -> Response | tuple[str, int]:
 
 
 @bp.post("/<token>/email")
-@limiter.limit(resend_limit, key_func=resend_key)
-@limiter.limit(resend_limit)
+@limiter.limit(resend_limit, key_func=resend_key, deduct_when=sent_an_email)
+@limiter.limit(resend_limit, deduct_when=sent_an_email)
 def email_link(token: str) -> Response | tuple[str, int]:
     """Email a new resume link from an expired one; the same answer whoever owns the address."""
     record, expired = load(token)

@@ -31,7 +31,7 @@ from portal.helpers import (
     status_url,
 )
 from portal.models import Verification
-from portal.ratelimits import resend_key, resend_limit
+from portal.ratelimits import resend_key, resend_limit, sent_an_email
 from portal.states import STEPS, describe, timeline
 from portal.tokens import TokenExpired, TokenInvalid
 
@@ -75,7 +75,11 @@ def page(token: str) -> Response:
     html = render_template(
         "status/page.html",
         record=record,
-        state=describe(record.state, current_app.config["SUPPORT_CONTACT"]),
+        state=describe(
+            record.state,
+            current_app.config["SUPPORT_CONTACT"],
+            record.link_issued_at is not None,
+        ),
         steps=zip(STEPS, steps_for(record), strict=True),
         token=token,
         poll_seconds=current_app.config["STATUS_POLL_SECONDS"],
@@ -97,8 +101,14 @@ def poll(token: str) -> Response:
     record = store.get_status(uuid_for(token))
     if record is None:
         abort(link_problem(expired=False))
-    state = describe(record.state, current_app.config["SUPPORT_CONTACT"])
-    etag = hashlib.sha256(f"{record.state}|{record.updated_at}".encode()).hexdigest()[:32]
+    state = describe(
+        record.state,
+        current_app.config["SUPPORT_CONTACT"],
+        record.link_issued_at is not None,
+    )
+    etag = hashlib.sha256(
+        f"{record.state}|{record.updated_at}|{record.link_issued_at}".encode()
+    ).hexdigest()[:32]
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
@@ -150,8 +160,8 @@ def emailed(token: str) -> Response:
 
 
 @bp.post("/<token>/email")
-@limiter.limit(resend_limit, key_func=resend_key)
-@limiter.limit(resend_limit)
+@limiter.limit(resend_limit, key_func=resend_key, deduct_when=sent_an_email)
+@limiter.limit(resend_limit, deduct_when=sent_an_email)
 def email_link(token: str) -> Response | tuple[Response, int]:
     """Email a fresh resume link to the address typed; the same answer whoever owns it."""
     record = record_for(token)
