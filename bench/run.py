@@ -9,6 +9,8 @@ stderr. Measures:
   events (see load.lua). Aim: ratio >= 0.5.
 - status_poll: the status JSON poll of a warm server, 200 path. Aim: ratio >= 0.8. The 304
   (If-None-Match) path is measured too and shown as a raw figure.
+- dashboard_sqlite, dashboard_postgres, then dashboard_sqlite_ms and dashboard_postgres_ms:
+  admin pages at 10,000 and 1,000,000 records, run last; see bench/dashboard.py.
 
 ratio is portal req/s over bare req/s. Next to it, *_cpu_ms is the CPU time the gunicorn
 processes spent per request (read from /proc; PostgreSQL's own CPU is not in it): on a
@@ -565,7 +567,12 @@ def main() -> int:
             lines.append(bench.status_poll(status_db, bare_status))
     for line in lines:
         print(line)
-    return 1 if bench.failed else 0
+    sys.stdout.flush()
+    # Then the admin dashboard at 10,000 and 1,000,000 records: bench/dashboard.py.
+    from bench import dashboard
+
+    dashboard_failed = dashboard.main() != 0
+    return 1 if bench.failed or dashboard_failed else 0
 
 
 if __name__ == "__main__":
