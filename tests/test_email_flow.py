@@ -167,7 +167,7 @@ def test_expired_resume_link_offers_to_email_a_new_one(mail_app, outbox, monkeyp
     assert expired.status_code == 410
     assert "This link has expired" in expired.text
     assert f'action="{path}/email"' in expired.text
-    assert again.status_code == 303 and again.headers["Location"].endswith("sent=1")
+    assert again.status_code == 303 and again.headers["Location"].endswith("sent=2")
     assert len(messages(outbox)) == 2
     # The new link is fresh: it works at the time it was sent.
     fresh = urlsplit(links_in(messages(outbox)[-1])["resume"]).path
@@ -267,3 +267,22 @@ def test_typos_in_send_again_do_not_use_up_the_limit(mail_app, outbox):
     assert typos == [422] * 5
     assert good == 303
     assert len(messages(outbox)) == 2
+
+
+def test_send_again_says_another_link_went_out(mail_app, outbox):
+    client = mail_app.test_client()
+    token = submit(client).headers["Location"].split("/")[2]
+    answer = client.post(f"/status/{token}/email", data={"email": ADDRESS})
+    page = client.get(answer.headers["Location"])
+    assert "We've sent you another link." in page.text
+
+
+def test_emailed_page_for_a_decided_verification_offers_no_link(mail_app, outbox):
+    client = mail_app.test_client()
+    location = submit(client).headers["Location"]
+    with mail_app.app_context():
+        db.session.scalar(select(Verification)).state = "verified"
+        db.session.commit()
+    page = client.get(location).text
+    assert "Your verification is decided" in page
+    assert "/resume/" not in page and "Email me a new link" not in page

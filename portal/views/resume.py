@@ -89,7 +89,7 @@ def email_link(token: str) -> Response | tuple[str, int]:
         ), 422
     sent = email_resume_link(record.user_access_code, form.email.data)
     status_token = status_signer().dumps(record.user_access_code)
-    return redirect(url_for("status.emailed", token=status_token, sent=int(sent)), 303)
+    return redirect(url_for("status.emailed", token=status_token, sent=2 if sent else 0), 303)
 
 
 def problem(token: str, record: Verification | None, expired: bool) -> tuple[str, int]:

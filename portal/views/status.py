@@ -169,7 +169,7 @@ def email_link(token: str) -> Response | tuple[Response, int]:
     if not form.validate_on_submit():
         return no_store(Response(resend_page(record, token, form, None))), 422
     sent = email_resume_link(record.user_access_code, form.email.data)
-    return redirect(url_for("status.emailed", token=token, sent=int(sent)), 303)
+    return redirect(url_for("status.emailed", token=token, sent=2 if sent else 0), 303)
 
 
 def resend_page(record: Verification, token: str, form: ResendForm, sent: str | None) -> str:

@@ -168,6 +168,9 @@ def new_link(user_access_code: str) -> Response | tuple[str, int]:
         problem = LINK_UNAVAILABLE
         if isinstance(exc, AuthenticateRejected):
             problem = LINK_REFUSED.format(code=exc.status_code)
+        admin_store.add_audit(
+            g.admin.username, "link_failed", user_access_code, detail=type(exc).__name__
+        )
         return render_record(verification, link_error=problem, code=502)
     store.mark_link_issued(user_access_code, link.token)
     admin_store.add_audit(g.admin.username, "link", user_access_code)
