@@ -236,13 +236,30 @@ def record_event(event: IncomingEvent, table: Mapping[str, str]) -> str:
     elif event.event_type not in STATE_EVENTS or event.event_date is None:
         outcome = "ignored"
     else:
-        # A decision is never replaced by a non-terminal event, wherever that event sorts, so
-        # only the other cases need the replay.
-        if not (record.is_terminal and state_for(event.raw_status, table) not in TERMINAL_STATES):
-            _refold(record, table)
+        _apply(record, event, table)
         outcome = "recorded"
     db.session.commit()
     return outcome
+
+
+def _apply(record: Verification, event: IncomingEvent, table: Mapping[str, str]) -> None:
+    """Move the record by one new event, replaying its history only when order demands it."""
+    state = state_for(event.raw_status, table)
+    if record.is_terminal and state not in TERMINAL_STATES:
+        # A decision is never replaced by a non-terminal event, wherever that event sorts.
+        return
+    newest = record.last_event_at is None or event.event_date > record.last_event_at
+    if record.is_terminal or not newest:
+        # Out of order, a tie, or after a decision: only a full replay is sure to be right.
+        _refold(record, table)
+        return
+    # Undecided records have skipped no event, so last_event_at is the latest eventDate seen:
+    # an event strictly after it sorts last, and folding it on is the same as a replay.
+    record.state = state
+    record.raw_status = event.raw_status
+    record.verification_method = event.verification_method
+    record.last_event_at = event.event_date
+    record.decided_at = event.event_date if state in TERMINAL_STATES else None
 
 
 def _mark_orphan(event_id: str) -> None:
