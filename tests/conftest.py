@@ -138,6 +138,25 @@ def fake_client(app):
 
 
 @pytest.fixture
+def configured(tmp_path):
+    """Build apps with extra settings and a fake Authenticate; each call returns
+    (app, client, fake)."""
+    apps = []
+
+    def build(**extra):
+        app = make_app(f"sqlite:///{tmp_path / f'configured{len(apps)}.sqlite3'}", **extra)
+        fake = FakeAuthenticate()
+        app.extensions["portal.client"] = fake
+        apps.append(app)
+        return app, app.test_client(), fake
+
+    yield build
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
 def unavailable():
     return AuthenticateUnavailable("down")
 

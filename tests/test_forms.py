@@ -9,9 +9,8 @@ from html.parser import HTMLParser
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from portal.extensions import db
 from portal.forms import OnboardingForm, age_on
-from tests.conftest import VALID_FORM, FakeAuthenticate, make_app, submit_key_from
+from tests.conftest import VALID_FORM, submit_key_from
 
 CONTROL_MESSAGE = "Remove the invisible or control characters."
 NO_LETTER_MESSAGE = "Enter a name with at least one letter."
@@ -124,24 +123,6 @@ def assert_refused(response, field, message, fake):
     assert any(message in alert for alert in page.alerts if alert != SUMMARY_MESSAGE)
     assert fake.users == []
     return page
-
-
-@pytest.fixture
-def configured(tmp_path):
-    """Build an app with extra settings; returns (client, fake) for it."""
-    apps = []
-
-    def build(**extra):
-        app = make_app(f"sqlite:///{tmp_path / f'configured{len(apps)}.sqlite3'}", **extra)
-        fake = FakeAuthenticate()
-        app.extensions["portal.client"] = fake
-        apps.append(app)
-        return app.test_client(), fake
-
-    yield build
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
 
 
 # Names
@@ -296,7 +277,7 @@ def test_birth_date_is_accepted_when_age_is_within_limits(client, fake_client, y
 
 @pytest.mark.parametrize(("years", "status"), [(20, 422), (21, 303)])
 def test_birth_date_minimum_age_follows_config_when_min_age_is_21(configured, years, status):
-    client, fake = configured(MIN_AGE=21)
+    _, client, fake = configured(MIN_AGE=21)
 
     response = post_form(client, birth_date=years_ago(years).isoformat())
 
@@ -442,7 +423,7 @@ def test_phone_is_sent_in_e164_with_us_default_region(client, fake_client, typed
 
 
 def test_phone_national_number_uses_configured_region_when_region_is_gb(configured):
-    client, fake = configured(PHONE_DEFAULT_REGION="GB")
+    _, client, fake = configured(PHONE_DEFAULT_REGION="GB")
 
     response = post_form(client, phone="020 7946 0958")
 
@@ -484,7 +465,7 @@ def test_country_defaults_to_default_country_when_form_is_new(client):
 
 
 def test_country_default_follows_config_when_default_country_is_gbr(configured):
-    client, _ = configured(DEFAULT_COUNTRY="GBR")
+    _, client, _ = configured(DEFAULT_COUNTRY="GBR")
 
     page = FormPage(client.get("/").text)
 

@@ -72,24 +72,6 @@ def user_behind(app, location):
         return load_status_token(token_of(location))
 
 
-@pytest.fixture
-def configured(tmp_path):
-    """Build an app with extra settings; returns (app, client, fake) for it."""
-    apps = []
-
-    def build(**extra):
-        app = make_app(f"sqlite:///{tmp_path / f'configured{len(apps)}.sqlite3'}", **extra)
-        fake = FakeAuthenticate()
-        app.extensions["portal.client"] = fake
-        apps.append(app)
-        return app, app.test_client(), fake
-
-    yield build
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
-
-
 # The form
 
 
