@@ -225,3 +225,19 @@ def test_browser_admin_signs_in_filters_opens_a_record_and_exports(live, page, t
     csv_text = Path(download.value.path()).read_text()
     assert csv_text.splitlines()[0].startswith("user_access_code,state")
     assert outcomes["verified"] in csv_text and outcomes["failed"] in csv_text
+
+
+def test_browser_next_step_page_can_stay_to_scan_the_qr_code(live, page):
+    from playwright.sync_api import expect
+
+    live.portal_app.config["NEXT_STEP_REDIRECT_SECONDS"] = 3
+    page.goto(f"{live.portal_url}/")
+    fill_form(page, "Dana")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("#forward-text")).to_contain_text("Taking you there in")
+    page.get_by_role("button", name="Stay on this page").click()
+    page.wait_for_timeout(4_000)
+    assert "/continue" in page.url
+    expect(page.locator("#forward-text")).to_contain_text("We'll wait here")
+    page.get_by_role("link", name="Continue to verification").click()
+    page.wait_for_url(f"{live.sandbox_url}/?token=*", timeout=15_000)
