@@ -11,6 +11,7 @@ from portal import store
 from portal.config import DEFAULT_STATUS_MAP, status_map
 from portal.extensions import db
 from portal.models import Submission, Verification, WebhookEvent
+from portal.store import events
 from tests.conftest import TEST_WEBHOOK_SECRET, make_app
 
 UAC = "3f6c2a9e-8d41-4b7a-9c15-2e0d7b6a41f3"
@@ -534,10 +535,10 @@ def test_record_event_sees_an_event_committed_while_it_was_starting(database_url
             datetime(2026, 5, day, tzinfo=UTC),
         )
 
-    real_insert = store._insert_event
+    real_insert = events._insert_event
 
     def interleave_then_insert(incoming):
-        monkeypatch.setattr(store, "_insert_event", real_insert)
+        monkeypatch.setattr(events, "_insert_event", real_insert)
         with app.app_context():  # another request, with its own session and connection
             assert store.record_event(event("a-review", "review", 3), table) == "recorded"
         return real_insert(incoming)
@@ -545,7 +546,7 @@ def test_record_event_sees_an_event_committed_while_it_was_starting(database_url
     with app.app_context():
         store.add_verification(uac, "key-interleave")
         store.record_event(event("first-started", "started", 1), table)
-        monkeypatch.setattr(store, "_insert_event", interleave_then_insert)
+        monkeypatch.setattr(events, "_insert_event", interleave_then_insert)
         assert store.record_event(event("b-started", "started", 5), table) == "recorded"
         db.session.expire_all()
         record = store.get_verification(uac)
