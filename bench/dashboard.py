@@ -80,6 +80,7 @@ from sqlalchemy import (  # noqa: E402
 )
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
 
+from bench import run  # noqa: E402
 from bench.wsgi_portal import build_app  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import (  # noqa: E402
@@ -106,7 +107,6 @@ BATCH = 50_000
 DAYS = 90  # records were created over the last DAYS days
 FILTER_DAYS = 30
 SEED = 20261203
-POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PAGES = ("dashboard", "filtered", "deep", "record")
 AIM_MS = 100.0
 AIM_RATIO = 2.0
@@ -458,26 +458,12 @@ class Postgres(Backend):
 @contextmanager
 def postgres_database() -> Iterator[str | None]:
     """Create bench_dash_<pid>; yield its URL (None when unreachable); always drop it."""
-    import psycopg
-
-    server = make_url(POSTGRES_URL).set(drivername="postgresql")
-    try:
-        admin = psycopg.connect(
-            server.render_as_string(hide_password=False), autocommit=True, connect_timeout=3
-        )
-    except psycopg.Error as exc:
-        say(f"PostgreSQL unreachable at {server}: {str(exc).strip()}")
+    admin = run.postgres_admin()
+    if admin is None:
         yield None
         return
-    name = f"bench_dash_{os.getpid()}"
-    with admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-        try:
-            url = make_url(POSTGRES_URL).set(drivername="postgresql+psycopg", database=name)
-            yield url.render_as_string(hide_password=False)
-        finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with admin, run.postgres_database(admin, "bench_dash") as url:
+        yield url
 
 
 # --- timing --------------------------------------------------------------------------------
@@ -794,7 +780,7 @@ def main() -> int:
         for name, database in backends:
             with database() as url:
                 if url is None:
-                    where = make_url(POSTGRES_URL)  # str() hides any password
+                    where = make_url(run.POSTGRES_URL)  # str() hides any password
                     lines.append(f"dashboard_{name} skipped: PostgreSQL unreachable at {where}")
                     continue
                 backend: Backend = SQLite(url) if name == "sqlite" else Postgres(url)

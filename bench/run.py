@@ -336,9 +336,9 @@ def postgres_admin() -> Any | None:
 
 
 @contextmanager
-def postgres_database(admin: Any) -> Iterator[str]:
-    """Create a database for the run; yield its SQLAlchemy URL; drop it afterwards."""
-    name = f"bench_portal_{os.getpid()}"
+def postgres_database(admin: Any, prefix: str = "bench_portal") -> Iterator[str]:
+    """Create <prefix>_<pid> for the run; yield its SQLAlchemy URL; drop it afterwards."""
+    name = f"{prefix}_{os.getpid()}"
     admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.execute(f"CREATE DATABASE {name}")
     try:
