@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from urllib.parse import urlsplit
 
@@ -80,8 +81,13 @@ def login_limit() -> str:
 
 
 def login_account_key() -> str:
-    """Key login attempts by the account tried, so one account can't be guessed at quickly."""
-    return "admin-login:" + admin_store.normalise_username(request.form.get("username", ""))[:64]
+    """Key login attempts by the account tried, so one account can't be guessed at quickly.
+
+    Hashed, because the counter key lands in the limiter's storage (Redis, when configured)
+    and a username box sometimes holds a mistyped password.
+    """
+    typed = admin_store.normalise_username(request.form.get("username", ""))[:64]
+    return "admin-login:" + hashlib.sha256(typed.encode()).hexdigest()
 
 
 @bp.route("/login", methods=["GET", "POST"])
