@@ -59,6 +59,12 @@ def status_url(user_access_code: str) -> str:
     return external_url("status.page", token=status_signer().dumps(user_access_code))
 
 
+def no_store(response: Response) -> Response:
+    """Keep a response out of every cache: signed-link, resume and admin pages."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def add_security_headers(response: Response) -> Response:
     """Set headers every response should carry."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -13,6 +13,7 @@ from portal.forms import ResendForm
 from portal.helpers import (
     email_resume_link,
     get_client,
+    no_store,
     resume_signer,
     status_signer,
     status_url,
@@ -108,9 +109,3 @@ def link_failed(record: Verification) -> tuple[str, int]:
     """The user exists, so they only need to try again in a moment."""
     token = status_signer().dumps(record.user_access_code)
     return render_template("status/link_failed.html", token=token), 503
-
-
-def no_store(response: Response) -> Response:
-    """Keep resume answers out of caches."""
-    response.headers["Cache-Control"] = "no-store"
-    return response

@@ -26,6 +26,7 @@ from portal.helpers import (
     email_resume_link,
     get_client,
     load_status_token,
+    no_store,
     qr_svg,
     resume_url,
     status_url,
@@ -194,9 +195,3 @@ def link_failed(token: str) -> tuple[str, int]:
 def link_refused() -> tuple[str, int]:
     """Authenticate answered, but will not continue this verification: retrying won't help."""
     return render_template("status/link_refused.html", restart=EmptyForm()), 502
-
-
-def no_store(response: Response) -> Response:
-    """Keep signed-link pages out of every cache."""
-    response.headers["Cache-Control"] = "no-store"
-    return response

@@ -20,6 +20,7 @@ from flask import (
 
 from portal.extensions import limiter
 from portal.forms import EmptyForm, LoginForm
+from portal.helpers import no_store
 from portal.store import admin as admin_store
 from portal.views.admin import bp
 
@@ -69,11 +70,8 @@ def admin_layout() -> dict[str, object]:
     return {}
 
 
-@bp.after_request
-def no_store(response: Response) -> Response:
-    """Keep admin pages out of every cache."""
-    response.headers["Cache-Control"] = "no-store"
-    return response
+# Admin pages stay out of every cache.
+bp.after_request(no_store)
 
 
 def login_limit() -> str:
