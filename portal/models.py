@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from sqlalchemy import Boolean, DateTime, Index, Integer, String, text
+from sqlalchemy import Boolean, Date, DateTime, Index, Integer, String, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -96,6 +96,40 @@ class Verification(db.Model):
         return f"<Verification {self.user_access_code} {self.state}>"
 
 
+class DailyCount(db.Model):
+    """The dashboard's roll-up for one UTC day and state, kept by store/rollup.py.
+
+    `created` and `linked` count records created that day that are now in `state` (and of
+    those, the ones given a Medallion link); `decided` counts records decided that day that
+    are now in `state` (a decision).
+    """
+
+    __tablename__ = "daily_counts"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), primary_key=True)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    linked: Mapped[int] = mapped_column(Integer, default=0)
+    decided: Mapped[int] = mapped_column(Integer, default=0)
+
+    def __repr__(self) -> str:
+        return f"<DailyCount {self.day} {self.state} {self.created}/{self.decided}>"
+
+
+class DecisionTimeCount(db.Model):
+    """Records decided on one UTC day whose time to decision falls in one histogram bucket."""
+
+    __tablename__ = "decision_time_counts"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    # See store/rollup.py decision_bucket: 0 is under a second, then log-spaced.
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    decided: Mapped[int] = mapped_column(Integer, default=0)
+
+    def __repr__(self) -> str:
+        return f"<DecisionTimeCount {self.day} {self.bucket} {self.decided}>"
+
+
 class Submission(db.Model):
     """A one-time form submit key (hashed), claimed before Authenticate is called."""
 
@@ -173,13 +207,3 @@ class AuditEntry(db.Model):
 
     def __repr__(self) -> str:
         return f"<AuditEntry {self.action} by {self.admin}>"
-
-
-class WebhookRejection(db.Model):
-    """A webhook answered 4xx or 5xx (status code and time only), for the health panel."""
-
-    __tablename__ = "webhook_rejections"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    status_code: Mapped[int] = mapped_column(Integer)

@@ -25,7 +25,10 @@ from portal.models import (
     utcnow,
 )
 from portal.store import dashboard as dashboard_store
-from portal.store.dashboard import Cursor, DayCounts, Funnel, RecordFilters
+from portal.store import records as records_store
+from portal.store import rollup
+from portal.store.dashboard import DayCounts, Funnel, MedianTime
+from portal.store.records import Cursor, RecordFilters
 from portal.views.admin.dashboard import csv_cell, human_duration
 from tests.conftest import make_app
 
@@ -78,6 +81,8 @@ def add(state=PENDING, created=T0, uac=None, **fields):
     )
     db.session.add(record)
     db.session.commit()
+    # Seeded behind the store's back, with chosen times: recount the roll-up as a repair would.
+    rollup.rebuild()
     return record
 
 
@@ -91,6 +96,11 @@ def seed_known():
     # Created before the range, decided inside it.
     add(VERIFIED, T0 - DAY, link_issued_at=T0 - DAY, decided_at=T0 + DAY)
     add(EXPIRED, T0 + 11 * DAY)
+
+
+def day(n):
+    """The UTC day n days after T0's."""
+    return (T0 + n * DAY).date()
 
 
 def uuids_in(text):
@@ -113,8 +123,8 @@ def test_count_by_state_counts_every_state_with_zeros(dash_app):
 def test_funnel_follows_only_records_created_in_the_range(dash_app):
     seed_known()
 
-    assert dashboard_store.funnel(T0, T0 + 10 * DAY) == Funnel(5, 4, 3, 2)
-    assert dashboard_store.funnel(T0 + 20 * DAY, T0 + 30 * DAY) == Funnel(0, 0, 0, 0)
+    assert dashboard_store.funnel(day(0), day(9)) == Funnel(5, 4, 3, 2)
+    assert dashboard_store.funnel(day(20), day(29)) == Funnel(0, 0, 0, 0)
 
 
 def test_funnel_stages_give_conversion_rates_when_steps_are_filled_or_empty():
@@ -127,21 +137,23 @@ def test_funnel_stages_give_conversion_rates_when_steps_are_filled_or_empty():
     assert {s.of_previous for s in empty} | {s.of_created for s in empty} == {None}
 
 
-def test_median_decision_seconds_uses_records_decided_in_the_range(dash_app):
+def test_median_decision_time_is_exact_over_few_records_decided_in_the_range(dash_app):
     seed_known()
 
     # 1 h, 3 h, 26 h and 48 h: the middle two average 14.5 h.
-    assert dashboard_store.median_decision_seconds(T0, T0 + 10 * DAY) == pytest.approx(52200)
-    assert dashboard_store.median_decision_seconds(T0 + 2 * DAY, T0 + 10 * DAY) == pytest.approx(
-        10800
+    assert dashboard_store.median_decision_time(day(0), day(9)) == MedianTime(
+        pytest.approx(52200), exact=True
     )
-    assert dashboard_store.median_decision_seconds(T0 + 20 * DAY, T0 + 30 * DAY) is None
+    assert dashboard_store.median_decision_time(day(2), day(9)) == MedianTime(
+        pytest.approx(10800), exact=True
+    )
+    assert dashboard_store.median_decision_time(day(20), day(29)) is None
 
 
 def test_daily_series_counts_submissions_and_outcomes_per_day_with_zeros(dash_app):
     seed_known()
 
-    series = dashboard_store.daily_series(T0, T0 + 5 * DAY)
+    series = dashboard_store.daily_series(day(0), day(4))
 
     assert series == [
         DayCounts(date(2025, 3, 1), 0, 0, 0),
@@ -196,6 +208,25 @@ def test_dashboard_shows_counts_funnel_median_and_a_chart_with_its_table(dash_ap
     assert len(rows) == 7
     assert [sum(int(c[i]) for c in cells) for i in range(3)] == [3, 1, 1]
     assert 'src="/static/admin.js"' in text
+
+
+def test_dashboard_says_when_the_median_is_an_estimate_and_how_close(
+    dash_app, signed_in, monkeypatch
+):
+    now = utcnow()
+    add(VERIFIED, now - 2 * HOUR, link_issued_at=now - 2 * HOUR, decided_at=now - HOUR)
+    add(FAILED, now - 3 * HOUR, link_issued_at=now - 3 * HOUR, decided_at=now - HOUR)
+    exact = signed_in.get("/admin?days=7").text
+    monkeypatch.setattr(dashboard_store, "EXACT_MEDIAN_MAX", 1)
+
+    estimated = signed_in.get("/admin?days=7").text
+
+    assert 'id="median-decision">1 hour 30 minutes<' in exact
+    assert 'about <strong id="median-decision">' not in exact and "within ±" not in exact
+    # 1.5 hours, within 2.5%: 88 to 92 minutes.
+    shown = r'about <strong id="median-decision">1 hour (2[7-9]|3[0-2]) minutes<'
+    assert re.search(shown, estimated)
+    assert "within ±2.5%" in estimated
 
 
 def test_dashboard_falls_back_to_thirty_days_when_the_range_is_unknown(dash_app, signed_in):
@@ -275,12 +306,12 @@ SEARCHES = [
 
 
 # A cap of 0 makes every narrowing filter "dense": pages then walk the sort index.
-PLANS = pytest.mark.parametrize("cap", [0, dashboard_store.MAX_SORTED_MATCHES])
+PLANS = pytest.mark.parametrize("cap", [0, records_store.MAX_SORTED_MATCHES])
 
 
 @PLANS
 def test_records_search_finds_a_uuid_or_uuid_prefix(dash_app, signed_in, monkeypatch, cap):
-    monkeypatch.setattr(dashboard_store, "MAX_SORTED_MATCHES", cap)
+    monkeypatch.setattr(records_store, "MAX_SORTED_MATCHES", cap)
     for n, uac in enumerate((U1, U2, U3, U4, U5)):
         add(created=T0 + n * HOUR, uac=uac)
 
@@ -295,7 +326,7 @@ def test_records_search_finds_a_uuid_or_uuid_prefix(dash_app, signed_in, monkeyp
     [("3f6c", "3f6d"), ("3f69", "3f6a"), ("3f6f", "3f7"), ("abcdef0f-f", "abcdef1"), ("fff", None)],
 )
 def test_prefix_upper_bound_steps_the_last_hex_digit_up(prefix, bound):
-    assert dashboard_store.prefix_upper_bound(prefix) == bound
+    assert records_store.prefix_upper_bound(prefix) == bound
 
 
 @pytest.mark.parametrize("q", ["xyz", "3f6c%", "3f6c_", "a" * 37, "3f6c2a9e8", "-3f", U1 + "0"])
@@ -383,7 +414,7 @@ def test_records_sort_by_created_or_updated_both_ways(dash_app, signed_in, sort,
 def test_records_pages_miss_and_repeat_nothing_while_rows_arrive(
     dash_app, signed_in, monkeypatch, query, cap
 ):
-    monkeypatch.setattr(dashboard_store, "MAX_SORTED_MATCHES", cap)
+    monkeypatch.setattr(records_store, "MAX_SORTED_MATCHES", cap)
     # Three records share each timestamp, so pages must break ties on id.
     original = {
         add(created=T0 + (n // 3) * timedelta(minutes=1)).user_access_code for n in range(130)
@@ -411,7 +442,7 @@ def test_records_pages_miss_and_repeat_nothing_while_rows_arrive(
 def test_records_sorted_by_update_within_a_creation_range_page_in_order(
     dash_app, monkeypatch, cap, descending
 ):
-    monkeypatch.setattr(dashboard_store, "MAX_SORTED_MATCHES", cap)
+    monkeypatch.setattr(records_store, "MAX_SORTED_MATCHES", cap)
     inside = [add(created=T0 + n * HOUR, updated_at=T0 + (7 - n) * DAY) for n in range(5)]
     add(created=T0 - DAY, updated_at=T0 + 3 * DAY + HOUR)
     add(created=T0 + 2 * DAY, updated_at=T0 + 3 * DAY + HOUR)
@@ -419,8 +450,8 @@ def test_records_sorted_by_update_within_a_creation_range_page_in_order(
         created_from=T0, created_until=T0 + DAY, sort="updated_at", descending=descending
     )
 
-    first = dashboard_store.list_records(filters, None, 3)
-    rest = dashboard_store.list_records(filters, first.next_cursor, 3)
+    first = records_store.list_records(filters, None, 3)
+    rest = records_store.list_records(filters, first.next_cursor, 3)
 
     expected = inside if descending else inside[::-1]
     assert first.records + rest.records == expected
@@ -431,8 +462,8 @@ def test_list_records_hands_back_a_cursor_only_when_more_rows_follow(dash_app):
     for n in range(4):
         add(created=T0 + n * HOUR)
 
-    first = dashboard_store.list_records(RecordFilters(), None, 2)
-    second = dashboard_store.list_records(RecordFilters(), first.next_cursor, 2)
+    first = records_store.list_records(RecordFilters(), None, 2)
+    second = records_store.list_records(RecordFilters(), first.next_cursor, 2)
 
     assert first.next_cursor is not None and second.next_cursor is None
     assert Cursor.decode(first.next_cursor.encode()) == first.next_cursor
@@ -528,7 +559,7 @@ def test_iter_records_reads_in_keyset_batches_not_one_fetch(dash_app, filters, p
 
     event.listen(db.engine, "before_cursor_execute", remember)
     try:
-        rows = list(dashboard_store.iter_records(filters, batch=3))
+        rows = list(records_store.iter_records(filters, batch=3))
     finally:
         event.remove(db.engine, "before_cursor_execute", remember)
 

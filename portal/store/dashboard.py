@@ -1,104 +1,35 @@
-"""Dashboard reads: counts per state, the funnel, decision times, daily series, record pages.
+"""Dashboard summary reads: counts per state, the funnel, the median time to decision, the chart.
 
-Every query is answered from an index (see Verification.__table_args__): record pages walk
-(sort column, id) by keyset, never OFFSET, and the aggregates read one bounded date range.
+All of them read the daily roll-up (store/rollup.py), a few rows per day, never the records
+themselves, except the exact median of a range with few decisions. A range is whole UTC days,
+first to last, both included.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Row, ScalarSelect, Select, and_, extract, func, or_, select
+from sqlalchemy import Integer, case, extract, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from portal.extensions import db
-from portal.models import FAILED, STATES, TERMINAL_STATES, UUID_LENGTH, VERIFIED, Verification
-
-SORT_COLUMNS = {"created_at": Verification.created_at, "updated_at": Verification.updated_at}
-EXPORT_COLUMNS = (
-    Verification.user_access_code,
-    Verification.state,
-    Verification.raw_status,
-    Verification.verification_method,
-    Verification.created_at,
-    Verification.updated_at,
-    Verification.link_issued_at,
-    Verification.decided_at,
+from portal.models import (
+    FAILED,
+    STATES,
+    TERMINAL_STATES,
+    VERIFIED,
+    DailyCount,
+    DecisionTimeCount,
+    Verification,
 )
+from portal.store import rollup
+
 DECIDED = sorted(TERMINAL_STATES)
-HEX_DIGITS = "0123456789abcdef"
-UUID_DASHES = frozenset({8, 13, 18, 23})
-MAX_CURSOR_LENGTH = 200
-# Up to this many rows match a narrowing filter: sort them rather than walk the sort index.
-MAX_SORTED_MATCHES = 50000
-
-
-class InvalidCursor(ValueError):
-    """A page cursor that is malformed, tampered with, or made for another sort order."""
-
-
-@dataclass(frozen=True)
-class RecordFilters:
-    """What the records table shows; `created_until` is exclusive, `q` lower-case."""
-
-    state: str | None = None
-    created_from: datetime | None = None
-    created_until: datetime | None = None
-    q: str | None = None
-    sort: str = "created_at"
-    descending: bool = True
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """The last row of a page: its sort value and id, and the order it was read in."""
-
-    value: datetime
-    id: int
-    sort: str
-    descending: bool
-
-    def encode(self) -> str:
-        """Return the cursor as URL-safe base64 of compact JSON."""
-        payload = [self.sort, self.descending, self.value.isoformat(), self.id]
-        raw = json.dumps(payload, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> Cursor:
-        """Read a cursor made by `encode`; raises InvalidCursor for anything else."""
-        try:
-            if len(token) > MAX_CURSOR_LENGTH:
-                raise ValueError("too long")
-            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
-            sort, descending, value, row_id = json.loads(raw)
-            moment = datetime.fromisoformat(value)
-            checks = (
-                sort in SORT_COLUMNS,
-                isinstance(descending, bool),
-                moment.tzinfo is not None,
-                type(row_id) is int and row_id > 0,
-            )
-            if not all(checks):
-                raise ValueError("unexpected values")
-            return cls(moment.astimezone(UTC), row_id, sort, descending)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidCursor(
-                "That page link is not valid. Start again from the first page."
-            ) from exc
-
-
-@dataclass(frozen=True)
-class RecordPage:
-    """One page of records; `next_cursor` is None on the last page."""
-
-    records: list[Verification]
-    next_cursor: Cursor | None
+# Up to this many decisions in a range, the median is computed exactly from the records (a
+# sort of at most this many index entries); above it, from the roll-up's histogram.
+EXACT_MEDIAN_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -151,41 +82,107 @@ def _share(part: int, whole: int | None) -> float | None:
     return None if not whole else part / whole
 
 
-def _count(*conditions: ColumnElement[bool]) -> ScalarSelect[int]:
-    return select(func.count()).select_from(Verification).where(*conditions).scalar_subquery()
+@dataclass(frozen=True)
+class MedianTime:
+    """A median time to decision; when not `exact`, within rollup.MEDIAN_PRECISION of it."""
+
+    seconds: float
+    exact: bool
+    precision: float = 0.0
 
 
-def _counts(counts: list[ScalarSelect[int]]) -> list[int]:
-    # Separate index range counts in one round trip: each one steps through its index range
-    # without touching the table, where GROUP BY would need a temporary B-tree.
-    return [int(value) for value in db.session.execute(select(*counts)).one()]
+def _sum(value: ColumnElement[int]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(value), 0, type_=Integer)
+
+
+def _when(condition: ColumnElement[bool], value: ColumnElement[int]) -> ColumnElement[int]:
+    return _sum(case((condition, value), else_=0))
+
+
+def _days(first: date, last: date) -> ColumnElement[bool]:
+    return DailyCount.day.between(first, last)
 
 
 def count_by_state() -> dict[str, int]:
-    """Return how many records are in each state, zeros included, in STATES order."""
-    counts = _counts([_count(Verification.state == state) for state in STATES])
-    return dict(zip(STATES, counts, strict=True))
-
-
-def funnel(since: datetime, until: datetime) -> Funnel:
-    """Follow the records created in [since, until) through link, decision and verification."""
-    created = (Verification.created_at >= since, Verification.created_at < until)
-    total, link_issued, verified, failed = _counts(
-        [
-            _count(*created),
-            _count(*created, Verification.link_issued_at.is_not(None)),
-            _count(*created, Verification.state == VERIFIED),
-            _count(*created, Verification.state == FAILED),
-        ]
+    """Return how many records are in each state now, zeros included, in STATES order."""
+    rows = db.session.execute(
+        select(DailyCount.state, _sum(DailyCount.created)).group_by(DailyCount.state)
     )
-    return Funnel(total, link_issued, verified + failed, verified)
+    found = {state: int(total) for state, total in rows}
+    return {state: found.get(state, 0) for state in STATES}
 
 
-def median_decision_seconds(since: datetime, until: datetime) -> float | None:
-    """Return the median seconds from creation to decision over records decided in the range.
+def funnel(first: date, last: date) -> Funnel:
+    """Follow the records created on days first..last through link, decision, verification."""
+    created, state = DailyCount.created, DailyCount.state
+    row = db.session.execute(
+        select(
+            _sum(created),
+            _sum(DailyCount.linked),
+            _when(state.in_(DECIDED), created),
+            _when(state == VERIFIED, created),
+        ).where(_days(first, last))
+    ).one()
+    return Funnel(*(int(value) for value in row))
 
-    None when nothing was decided. PostgreSQL computes it; SQLite, which has no percentile
-    function, sorts the range's durations itself and hands back only the middle one or two.
+
+def daily_series(first: date, last: date) -> list[DayCounts]:
+    """Return submissions (by creation day) and outcomes (by decision day) per day, zeros too."""
+    decided, state = DailyCount.decided, DailyCount.state
+    rows = db.session.execute(
+        select(
+            DailyCount.day,
+            _sum(DailyCount.created),
+            _when(state == VERIFIED, decided),
+            _when(state == FAILED, decided),
+        )
+        .where(_days(first, last))
+        .group_by(DailyCount.day)
+    )
+    found = {day: DayCounts(day, int(s), int(v), int(f)) for day, s, v, f in rows}
+    days = (first + timedelta(days=n) for n in range((last - first).days + 1))
+    return [found.get(day, DayCounts(day, 0, 0, 0)) for day in days]
+
+
+def median_decision_time(first: date, last: date) -> MedianTime | None:
+    """Return the median time from creation to decision of the records decided first..last.
+
+    None when nothing was decided. Exact up to EXACT_MEDIAN_MAX decisions; above that it is
+    read from the roll-up's log-spaced histogram, within rollup.MEDIAN_PRECISION.
+    """
+    histogram = db.session.execute(
+        select(DecisionTimeCount.bucket, _sum(DecisionTimeCount.decided))
+        .where(DecisionTimeCount.day.between(first, last))
+        .group_by(DecisionTimeCount.bucket)
+        .order_by(DecisionTimeCount.bucket)
+    ).all()
+    total = sum(int(n) for _, n in histogram)
+    if total <= 0:
+        return None
+    if total <= EXACT_MEDIAN_MAX:
+        exact = _exact_median(_midnight(first), _midnight(last + timedelta(days=1)))
+        return None if exact is None else MedianTime(exact, exact=True)
+    middle = [_bucket_at(histogram, rank) for rank in {(total - 1) // 2, total // 2}]
+    seconds = sum(rollup.bucket_middle(bucket) for bucket in middle) / len(middle)
+    return MedianTime(seconds, False, rollup.MEDIAN_PRECISION)
+
+
+def _bucket_at(histogram: list[Any], rank: int) -> int:
+    """Return the bucket holding the `rank`-th shortest time (0-based)."""
+    seen = 0
+    for bucket, count in histogram:
+        seen += int(count)
+        if rank < seen:
+            return int(bucket)
+    return int(histogram[-1][0])
+
+
+def _exact_median(since: datetime, until: datetime) -> float | None:
+    """Sort the range's decision times and return the middle one, or the mean of the two.
+
+    None when there are none (a decision can be revised between the roll-up's read and this
+    one). PostgreSQL computes it; SQLite, which has no percentile function, sorts the
+    durations itself and hands back only the middle one or two.
     """
     in_range = (
         Verification.decided_at >= since,
@@ -214,197 +211,5 @@ def median_decision_seconds(since: datetime, until: datetime) -> float | None:
     return sum(middle) / len(middle)
 
 
-def daily_series(since: datetime, until: datetime) -> list[DayCounts]:
-    """Return submissions (by created_at) and outcomes (by decided_at) per UTC day, zeros too.
-
-    One index range count per day and series, rather than GROUP BY date(...), which would
-    call a function on every row of the range and sort them.
-    """
-    first, last = since.date(), (until - timedelta(microseconds=1)).date()
-    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    windows = [
-        (max(since, _midnight(day)), min(until, _midnight(day + timedelta(days=1)))) for day in days
-    ]
-    counts = _counts(
-        [
-            subquery
-            for start, end in windows
-            for subquery in (
-                _count(Verification.created_at >= start, Verification.created_at < end),
-                _decided_count(start, end, VERIFIED),
-                _decided_count(start, end, FAILED),
-            )
-        ]
-    )
-    return [DayCounts(day, *counts[3 * n : 3 * n + 3]) for n, day in enumerate(days)]
-
-
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
-
-
-def _decided_count(start: datetime, end: datetime, state: str) -> ScalarSelect[int]:
-    return _count(
-        Verification.decided_at >= start, Verification.decided_at < end, Verification.state == state
-    )
-
-
-def is_uuid_prefix(text: str) -> bool:
-    """Tell whether `text` is a lower-case UUID or its start, dashes where a UUID has them."""
-    if not 0 < len(text) <= UUID_LENGTH:
-        return False
-    return all(
-        char == "-" if index in UUID_DASHES else char in HEX_DIGITS
-        for index, char in enumerate(text)
-    )
-
-
-def prefix_upper_bound(prefix: str) -> str | None:
-    """Return the least string sorting above every UUID that starts with `prefix`, if any.
-
-    It steps the last hex digit up (carrying past f and dashes) instead of adding one to the
-    last character, so it holds in linguistic collations too, where "9" + 1 = ":" is ignored.
-    """
-    chars = list(prefix)
-    while chars:
-        last = chars.pop()
-        if last not in ("-", "f"):
-            return "".join(chars) + HEX_DIGITS[HEX_DIGITS.index(last) + 1]
-    return None
-
-
-def _prefix_range(q: str) -> list[ColumnElement[bool]]:
-    # A range on the unique index (LIKE would need text_pattern_ops on PostgreSQL); see
-    # prefix_upper_bound for why the bound holds in any collation.
-    low, column = q.rstrip("-"), Verification.user_access_code
-    high = prefix_upper_bound(low)
-    return [column >= low] + ([column < high] if high is not None else [])
-
-
-def _created_range(filters: RecordFilters) -> list[ColumnElement[bool]]:
-    clauses = []
-    if filters.created_from is not None:
-        clauses.append(Verification.created_at >= filters.created_from)
-    if filters.created_until is not None:
-        clauses.append(Verification.created_at < filters.created_until)
-    return clauses
-
-
-def _filter_clauses(filters: RecordFilters) -> list[ColumnElement[bool]]:
-    clauses = [Verification.state == filters.state] if filters.state else []
-    clauses += _created_range(filters)
-    if filters.q and len(filters.q) == UUID_LENGTH:
-        clauses.append(Verification.user_access_code == filters.q)
-    elif filters.q:
-        # Exact in any collation, and no index serves it, so it never steers the planner.
-        low = filters.q.rstrip("-")
-        clauses.append(func.substr(Verification.user_access_code, 1, len(low)) == low)
-    return clauses
-
-
-def _narrowing(filters: RecordFilters) -> list[ColumnElement[bool]]:
-    """Return the filter that may leave few rows, read from an index other than the sort's."""
-    if filters.q:
-        return _prefix_range(filters.q) if len(filters.q) < UUID_LENGTH else []
-    return _created_range(filters) if filters.sort != "created_at" else []
-
-
-def _at_most(clauses: list[ColumnElement[bool]], cap: int) -> bool:
-    found = select(Verification.id).where(*clauses).limit(cap + 1).subquery()
-    return db.session.scalar(select(func.count()).select_from(found)) <= cap
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How to read the pages of one set of filters; choosing it costs a query, so once."""
-
-    filters: RecordFilters
-    clauses: list[ColumnElement[bool]]
-    sort_matches_first: bool
-
-    @classmethod
-    def make(cls, filters: RecordFilters) -> _Plan:
-        """Choose between walking the sort column's index and sorting the matches.
-
-        The walk fills a page soonest when matches are dense. When they are few (a UUID
-        prefix, a week of records sorted by last update) it may cross the whole table, so
-        the matches are read through their own index and sorted instead.
-        """
-        narrowing = _narrowing(filters)
-        if narrowing and _at_most(narrowing, MAX_SORTED_MATCHES):
-            return cls(filters, _filter_clauses(filters) + narrowing, True)
-        return cls(filters, _filter_clauses(filters), False)
-
-    def query(self, after: Cursor | None, limit: int, *entities: Any) -> Select[Any]:
-        """Return the query for up to `limit` rows following `after`.
-
-        :raises InvalidCursor: `after` was made for another sort column or direction.
-        """
-        sort, descending = self.filters.sort, self.filters.descending
-        if after is not None and (after.sort, after.descending) != (sort, descending):
-            raise InvalidCursor("That page link was made for another sort order. Start again.")
-        column = SORT_COLUMNS[sort]
-        if not self.sort_matches_first:
-            query = select(*entities).where(*self.clauses)
-            return _keyset(query, column, Verification.id, after, descending).limit(limit)
-        # MATERIALIZED (PostgreSQL 12+, SQLite 3.35+) stops the planners folding the matches
-        # back into a walk of the sort index; only the page's own rows are joined after.
-        matches = (
-            select(Verification.id, column.label("sort_value"))
-            .where(*self.clauses)
-            .cte("matches")
-            .prefix_with("MATERIALIZED")
-        )
-        page = _keyset(select(matches), matches.c.sort_value, matches.c.id, after, descending)
-        on_page = page.limit(limit).subquery("page")
-        query = select(*entities).join(on_page, Verification.id == on_page.c.id)
-        return query.order_by(*_order(on_page.c.sort_value, on_page.c.id, descending))
-
-
-def _order(column: Any, row_id: Any, descending: bool) -> tuple[Any, Any]:
-    return (column.desc(), row_id.desc()) if descending else (column.asc(), row_id.asc())
-
-
-def _keyset(
-    query: Select[Any], column: Any, row_id: Any, after: Cursor | None, descending: bool
-) -> Select[Any]:
-    if after is not None:
-        # The outer inequality is an index range; the inner one breaks ties on id.
-        if descending:
-            following = and_(column <= after.value, or_(column < after.value, row_id < after.id))
-        else:
-            following = and_(column >= after.value, or_(column > after.value, row_id > after.id))
-        query = query.where(following)
-    return query.order_by(*_order(column, row_id, descending))
-
-
-def list_records(
-    filters: RecordFilters, after: Cursor | None = None, limit: int = 50
-) -> RecordPage:
-    """Return up to `limit` records following `after`, and the cursor for the page after.
-
-    :raises InvalidCursor: `after` was made for another sort column or direction.
-    """
-    records = list(db.session.scalars(_Plan.make(filters).query(after, limit + 1, Verification)))
-    if len(records) <= limit:
-        return RecordPage(records, None)
-    last = records[limit - 1]
-    cursor = Cursor(getattr(last, filters.sort), last.id, filters.sort, filters.descending)
-    return RecordPage(records[:limit], cursor)
-
-
-def iter_records(filters: RecordFilters, batch: int = 1000) -> Iterator[Row[Any]]:
-    """Yield EXPORT_COLUMNS rows for every matching record, one keyset query per `batch`.
-
-    Rows are plain tuples, not models, so a million of them never sit in the session.
-    """
-    plan, after = _Plan.make(filters), None
-    sort_column = SORT_COLUMNS[filters.sort].label("sort_value")
-    while True:
-        query = plan.query(after, batch, *EXPORT_COLUMNS, Verification.id, sort_column)
-        rows = db.session.execute(query).all()
-        yield from rows
-        if len(rows) < batch:
-            return
-        last = rows[-1]
-        after = Cursor(last.sort_value, last.id, filters.sort, filters.descending)

@@ -17,7 +17,8 @@ from portal import charts
 from portal.models import STATES, utcnow
 from portal.store import admin as admin_store
 from portal.store import dashboard as dashboard_store
-from portal.store.dashboard import InvalidCursor, RecordFilters
+from portal.store import records as records_store
+from portal.store.records import InvalidCursor, RecordFilters
 from portal.views.admin import bp
 
 RANGES = (7, 30, 90)
@@ -72,7 +73,7 @@ class RecordFilterForm(FlaskForm):
     )
 
     def validate_q(self, field: StringField) -> None:
-        if field.data and not dashboard_store.is_uuid_prefix(field.data):
+        if field.data and not records_store.is_uuid_prefix(field.data):
             raise ValidationError(
                 "Enter a UUID or its first characters: hex digits 0-9 and a-f, "
                 "with dashes where a UUID has them (at most 36 characters)."
@@ -156,10 +157,10 @@ def csv_chunks(rows: Iterable[Any], chunk: int = EXPORT_BATCH) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def chart_range(days: int) -> tuple[datetime, datetime]:
-    """Return [since, until) for the last `days` UTC days, today included."""
-    until = utcnow()
-    return datetime.combine(until.date() - timedelta(days=days - 1), time.min, tzinfo=UTC), until
+def chart_days(days: int) -> tuple[date, date]:
+    """Return the first and last of the last `days` UTC days, today included."""
+    today = utcnow().date()
+    return today - timedelta(days=days - 1), today
 
 
 @bp.get("")
@@ -167,16 +168,16 @@ def dashboard() -> str:
     """Show counts per state, and for the last ?days= (7, 30 or 90) the funnel, median and chart."""
     days = request.args.get("days", DEFAULT_RANGE, type=int)
     days = days if days in RANGES else DEFAULT_RANGE
-    since, until = chart_range(days)
-    series = dashboard_store.daily_series(since, until)
-    recent = dashboard_store.list_records(RecordFilters(sort="updated_at"), None, RECENT_SIZE)
+    first, last = chart_days(days)
+    series = dashboard_store.daily_series(first, last)
+    recent = records_store.list_records(RecordFilters(sort="updated_at"), None, RECENT_SIZE)
     return render_template(
         "admin/dashboard.html",
         days=days,
         ranges=RANGES,
         counts=dashboard_store.count_by_state(),
-        funnel=dashboard_store.funnel(since, until),
-        median=dashboard_store.median_decision_seconds(since, until),
+        funnel=dashboard_store.funnel(first, last),
+        median=dashboard_store.median_decision_time(first, last),
         series=series,
         chart=charts.daily_chart(series),
         recent=recent.records,
@@ -200,8 +201,8 @@ def records() -> tuple[str, int]:
     if form.validate():
         after = request.args.get("after")
         try:
-            cursor = dashboard_store.Cursor.decode(after) if after else None
-            page = dashboard_store.list_records(form.filters(), cursor, PAGE_SIZE)
+            cursor = records_store.Cursor.decode(after) if after else None
+            page = records_store.list_records(form.filters(), cursor, PAGE_SIZE)
         except InvalidCursor as exc:
             problem = str(exc)
     html = render_template(
@@ -224,7 +225,7 @@ def export() -> Response | tuple[str, int]:
         return html, 400
     summary = " ".join(f"{key}={value}" for key, value in form.args().items())
     admin_store.add_audit(g.admin.username, "export", detail=summary or "all records")
-    rows = dashboard_store.iter_records(form.filters(), EXPORT_BATCH)
+    rows = records_store.iter_records(form.filters(), EXPORT_BATCH)
     filename = f"records-{utcnow():%Y-%m-%d}.csv"
     return Response(
         stream_with_context(csv_chunks(rows)),
