@@ -9,6 +9,9 @@ stderr. Measures:
   events (see load.lua). Aim: ratio >= 0.5.
 - status_poll: the status JSON poll of a warm server, 200 path. Aim: ratio >= 0.8. The 304
   (If-None-Match) path is measured too and shown as a raw figure.
+- submit_throughput, submit_overhead_p50_ms, submit_overhead_p99_ms, worker_rss_mb: the
+  onboarding submit against a sandbox that answers after 150 ms, and worker memory after
+  10,000 requests; see bench/submit.py.
 - dashboard_sqlite, dashboard_postgres, then dashboard_sqlite_ms and dashboard_postgres_ms:
   admin pages at 10,000 and 1,000,000 records, run last; see bench/dashboard.py.
 
@@ -20,7 +23,9 @@ Every server binds 127.0.0.1 and every load run is bounded in time. PostgreSQL i
 at BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test), where a
 database is created for the run and dropped at the end; if it is unreachable, that measure
 is skipped. BENCH_SECONDS and BENCH_WARMUP change the load and warm-up durations;
-BENCH_TOOL=python forces the Python load generator.
+BENCH_TOOL=python forces the Python load generator. BENCH_ONLY runs only the measures it
+names, comma-separated (e.g. `BENCH_ONLY=webhook_postgres,status_poll`; `submit` and `dashboard`
+name bench/submit.py and bench/dashboard.py).
 
 Exits 1 when the portal answered anything but 2xx/304, logged errors, stored a different
 number of events than its answers imply, or left records whose state disagrees with their
@@ -43,7 +48,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +85,7 @@ GUNICORN = [
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 CONDITIONAL_SECONDS = max(1, SECONDS // 2)
+ONLY = {name.strip() for name in os.environ.get("BENCH_ONLY", "").split(",") if name.strip()}
 
 SEEDED = 1000  # verifications in each database
 DUPLICATES = 20  # events recorded before the run and re-sent during it (load.lua)
@@ -197,10 +203,12 @@ class Server:
 
 
 @contextmanager
-def gunicorn(app_path: str, env: dict[str, str], log_path: Path) -> Iterator[Server]:
+def gunicorn(
+    app_path: str, env: dict[str, str], log_path: Path, options: Sequence[str] = GUNICORN
+) -> Iterator[Server]:
     """Serve `app_path` on a free loopback port; yield the server; always stop it."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", *GUNICORN, "--bind", f"127.0.0.1:{port}"]
+    command = [sys.executable, "-m", "gunicorn", *options, "--bind", f"127.0.0.1:{port}"]
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
             [*command, app_path],
@@ -526,6 +534,11 @@ def measure_line(name: str, portal: Load, bare: Load, **extra: Any) -> str:
     return f"{name} " + " ".join(figures)
 
 
+def wanted(*names: str) -> bool:
+    """Tell whether BENCH_ONLY (when set) names any of these measures."""
+    return not ONLY or not ONLY.isdisjoint(names)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -554,25 +567,30 @@ def main() -> int:
         # The baseline stays up, idle, while the portal runs, so each bare measurement can
         # sit just before the portal measurements it is compared with.
         with gunicorn("bench.bare:app", dict(bench.env), folder / "bare.log") as bare:
-            bare_webhook = bench.bare_webhook(bare, webhook_db)
-            lines.append(bench.portal_webhook("webhook_sqlite", webhook_db, bare_webhook))
-            admin = postgres_admin()
-            if admin is None:
+            if wanted("webhook_sqlite", "webhook_postgres"):
+                bare_webhook = bench.bare_webhook(bare, webhook_db)
+            if wanted("webhook_sqlite"):
+                lines.append(bench.portal_webhook("webhook_sqlite", webhook_db, bare_webhook))
+            admin = postgres_admin() if wanted("webhook_postgres") else None
+            if admin is None and wanted("webhook_postgres"):
                 lines.append(f"webhook_postgres skipped: PostgreSQL unreachable at {POSTGRES_URL}")
-            else:
+            elif admin is not None:
                 with admin, postgres_database(admin) as url:
                     pg = seed(url, folder, "postgres")
                     lines.append(bench.portal_webhook("webhook_postgres", pg, bare_webhook))
-            bare_status = bench.bare_status(bare, status_db)
-            lines.append(bench.status_poll(status_db, bare_status))
+            if wanted("status_poll"):
+                bare_status = bench.bare_status(bare, status_db)
+                lines.append(bench.status_poll(status_db, bare_status))
     for line in lines:
         print(line)
     sys.stdout.flush()
+    # The onboarding submit over a slow upstream, and worker memory: bench/submit.py.
     # Then the admin dashboard at 10,000 and 1,000,000 records: bench/dashboard.py.
-    from bench import dashboard
+    from bench import dashboard, submit
 
-    dashboard_failed = dashboard.main() != 0
-    return 1 if bench.failed or dashboard_failed else 0
+    submit_failed = wanted("submit") and submit.main() != 0
+    dashboard_failed = wanted("dashboard") and dashboard.main() != 0
+    return 1 if bench.failed or submit_failed or dashboard_failed else 0
 
 
 if __name__ == "__main__":

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from flask import Response, current_app, request
 
 from portal.tokens import LinkSigner
+
+
+def client_address() -> str:
+    """Key limits by client address, keyed-hashed: the counters live in Redis when it is
+    configured, and an IP address is personal data the portal does not keep.
+
+    The address is the one ProxyFix settled from PORTAL_TRUSTED_PROXIES; the key is an HMAC
+    under SECRET_KEY, so instances sharing the secret share counters, and nobody can list the
+    IPv4 space to read addresses back from the keys.
+    """
+    address = (request.remote_addr or "").encode()
+    secret = str(current_app.config["SECRET_KEY"]).encode()
+    return "client:" + hmac.new(secret, address, hashlib.sha256).hexdigest()[:32]
 
 
 def resend_limit() -> str:
@@ -30,6 +46,16 @@ def sent_an_email(response: Response) -> bool:
 def onboarding_limit() -> str:
     """Return the limit on users created per client address (each one is billed upstream)."""
     return str(current_app.config["ONBOARDING_RATE_LIMIT"])
+
+
+def onboarding_global_limit() -> str:
+    """Return the limit on users created from all addresses together."""
+    return str(current_app.config["ONBOARDING_GLOBAL_RATE_LIMIT"])
+
+
+def everyone() -> str:
+    """Key every request alike, so one counter spans all client addresses and instances."""
+    return "all-clients"
 
 
 def created_a_user(response: Response) -> bool:

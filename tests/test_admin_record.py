@@ -5,12 +5,13 @@ import re
 from datetime import timedelta
 
 import pytest
+import redis
 from sqlalchemy import select
 
-from portal import store
+from portal import create_app, store
 from portal.client import AuthenticateRejected, AuthenticateUnavailable
 from portal.extensions import db
-from portal.models import AuditEntry, WebhookEvent, WebhookRejection, utcnow
+from portal.models import AuditEntry, WebhookEvent, utcnow
 from portal.store import admin as admin_store
 from portal.store import health as health_store
 from portal.views.admin.record import PAGE_SIZE, utc_time
@@ -20,12 +21,14 @@ from tests.conftest import (
     TEST_WEBHOOK_SECRET,
     AdminActions,
     FakeAuthenticate,
+    base_config,
     make_app,
 )
 
 UAC = "5a7d2c1e-3b4f-4a6d-9e8c-7f1a2b3c4d5e"
 OTHER_UAC = "0e9d8c7b-6a5f-4e3d-8c2b-1a0f9e8d7c6b"
 HOOK = f"/webhooks/authenticate/{TEST_WEBHOOK_SECRET}"
+UNREACHABLE_DB = "postgresql+psycopg://postgres@127.0.0.1:1/none"
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
@@ -306,18 +309,49 @@ def test_health_page_shows_last_webhook_refusals_and_counts_by_type(env):
     wrong = "/webhooks/authenticate/wrong-secret"
     assert env.client.post(wrong, data="{}", content_type="application/json").status_code == 404
     with env.app.app_context():
-        admin_store.add_webhook_rejection(503)
-        db.session.add(WebhookRejection(status_code=400, at=utcnow() - timedelta(hours=25)))
-        db.session.commit()
         last = utc_time(health_store.last_webhook_at())
 
     html = env.client.get("/admin/health").text
 
     assert f'<dd id="last-webhook">{last}</dd>' in html
     assert '<dd id="refused-4xx">3</dd>' in html
-    assert '<dd id="refused-5xx">1</dd>' in html
+    assert '<dd id="refused-5xx">0</dd>' in html
+    assert '<dd id="refused-by-code">400: 1, 404: 1, 415: 1</dd>' in html
+    # memory:// storage: each process counts alone, and the page says so.
+    assert "this process's counts since it started" in " ".join(html.split())
     assert row_for(html, "SELF_VERIFICATION_TRY_STATUS") == "1"
     assert row_for(html, "SOMETHING_NEW") == "2"
+
+
+def test_health_page_counts_a_503_from_an_instance_whose_database_is_down(database_url, redis_url):
+    """Two instances share Redis: one cannot reach its database, the other shows its 503."""
+    down = create_app(base_config(UNREACHABLE_DB, RATELIMIT_STORAGE_URL=redis_url))
+    app = make_app(database_url, RATELIMIT_STORAGE_URL=redis_url)
+    client = app.test_client()
+    actions = AdminActions(app, client)
+    actions.create()
+    assert actions.login().status_code == 303
+
+    delivery = {
+        "id": "evt-1",
+        "event": "SELF_VERIFICATION_TRY_STATUS",
+        "eventDate": "2025-03-14T16:05:09.412Z",
+        "order": {"userAccessCode": UAC, "status": "verified"},
+    }
+    refused = down.test_client().post(HOOK, json=delivery)
+    invalid = down.test_client().post(HOOK, data="nope", content_type="application/json")
+    html = client.get("/admin/health").text
+
+    assert (refused.status_code, invalid.status_code) == (503, 400)
+    assert '<dd id="refused-4xx">1</dd>' in html
+    assert '<dd id="refused-5xx">1</dd>' in html
+    assert '<dd id="refused-by-code">400: 1, 503: 1</dd>' in html
+    assert "in the shared rate-limit storage, across every instance" in html
+    keys = redis.Redis.from_url(redis_url).keys("*webhook-refused*")
+    assert len(keys) == 2
+    for each in (down, app):
+        with each.app_context():
+            db.engine.dispose()
 
 
 def test_health_lists_orphans_newest_first_fifty_a_page(env):

@@ -4,7 +4,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from portal import create_app
 from portal.extensions import db
@@ -16,7 +16,8 @@ TABLES = {
     "webhook_events",
     "admin_users",
     "audit_log",
-    "webhook_rejections",
+    "daily_counts",
+    "decision_time_counts",
 }
 
 
@@ -116,3 +117,31 @@ def test_upgrade_in_a_bare_process_leaves_the_portal_loggers_working(empty_app):
         logger.removeHandler(handler)
 
     assert [record.getMessage() for record in seen] == ["still logging"]
+
+
+def test_upgrade_to_the_rollup_counts_the_records_already_stored(empty_app):
+    upgrade(revision="0005")
+    with db.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO verifications (user_access_code, state, created_at, updated_at,"
+                " link_issued_at, decided_at) VALUES"
+                " ('a', 'verified', '2026-03-01 10:00:00', '2026-03-01 10:00:00',"
+                "  '2026-03-01 10:01:00', '2026-03-02 09:00:00'),"
+                " ('b', 'pending', '2026-03-01 23:59:59', '2026-03-01 23:59:59', NULL, NULL)"
+            )
+        )
+
+    upgrade()
+
+    with db.engine.connect() as connection:
+        days = connection.execute(
+            text("SELECT day, state, created, linked, decided FROM daily_counts ORDER BY 1, 2")
+        ).all()
+        times = connection.execute(text("SELECT day, decided FROM decision_time_counts")).all()
+    assert [(str(day), *rest) for day, *rest in days] == [
+        ("2026-03-01", "pending", 1, 0, 0),
+        ("2026-03-01", "verified", 1, 1, 0),
+        ("2026-03-02", "verified", 0, 0, 1),
+    ]
+    assert [(str(day), n) for day, n in times] == [("2026-03-02", 1)]

@@ -537,11 +537,11 @@ def test_record_event_sees_an_event_committed_while_it_was_starting(database_url
 
     real_insert = events._insert_event
 
-    def interleave_then_insert(incoming):
+    def interleave_then_insert(connection, incoming):
         monkeypatch.setattr(events, "_insert_event", real_insert)
         with app.app_context():  # another request, with its own session and connection
             assert store.record_event(event("a-review", "review", 3), table) == "recorded"
-        return real_insert(incoming)
+        return real_insert(connection, incoming)
 
     with app.app_context():
         store.add_verification(uac, "key-interleave")

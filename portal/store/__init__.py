@@ -1,8 +1,10 @@
 """Every database read and write: submissions and verification records here.
 
 Webhook events and the state machine are in `store.events` (re-exported here), admin accounts
-and the audit log in `store.admin`, dashboard queries in `store.dashboard`, webhook health in
-`store.health`.
+and the audit log in `store.admin`, the dashboard's summary in `store.dashboard` (read from the
+daily roll-up that `store.rollup` keeps), its record pages in `store.records`, webhook health
+in `store.health`, and the connection helpers (reads, retries, SQLite's write queue) in
+`store.connections`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Row, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
 from portal.models import PENDING, TERMINAL_STATES, Submission, Verification, utcnow
+from portal.store import rollup
+from portal.store.connections import once_more_if_disconnected, reader
 
 
 def hash_submit_key(key: str) -> str:
@@ -72,8 +77,9 @@ def wait_for_submission(key: str, timeout: float, interval: float = 0.1) -> str 
 
 def add_verification(user_access_code: str, submit_key: str) -> Verification:
     """Store a new UUID and tie it to its submit key, in one transaction."""
-    record = Verification(user_access_code=user_access_code, state=PENDING)
+    record = Verification(user_access_code=user_access_code, state=PENDING, created_at=utcnow())
     db.session.add(record)
+    rollup.added(record)
     submission = db.session.get(Submission, hash_submit_key(submit_key))
     if submission is None:
         submission = Submission(key_hash=hash_submit_key(submit_key))
@@ -104,13 +110,23 @@ class StatusSnapshot:
         return self.state in TERMINAL_STATES
 
 
+_RECORDS = Verification.__table__
+STATUS_QUERY = select(_RECORDS.c.state, _RECORDS.c.updated_at, _RECORDS.c.link_issued_at).where(
+    _RECORDS.c.user_access_code == bindparam("uac")
+)
+
+
 def get_status(user_access_code: str) -> StatusSnapshot | None:
-    """Return a record's state and last change, for the poll that runs every few seconds."""
-    row = db.session.execute(
-        select(Verification.state, Verification.updated_at, Verification.link_issued_at).where(
-            Verification.user_access_code == user_access_code
-        )
-    ).first()
+    """Return a record's state and last change, for the poll that runs every few seconds.
+
+    One statement on a pooled connection of its own (see connections.reader).
+    """
+
+    def read() -> Row[Any] | None:
+        with reader() as connection:
+            return connection.execute(STATUS_QUERY, {"uac": user_access_code}).first()
+
+    row = once_more_if_disconnected(read)
     if row is None:
         return None
     return StatusSnapshot(user_access_code, row.state, row.updated_at, row.link_issued_at)
@@ -118,9 +134,16 @@ def get_status(user_access_code: str) -> StatusSnapshot | None:
 
 def mark_link_issued(user_access_code: str, token: str) -> None:
     """Remember when, and with which token, a Medallion link was last handed out."""
-    record = get_verification(user_access_code)
+    # Locked, as a webhook locks it, so the roll-up counts the link under the current state.
+    record = db.session.scalar(
+        select(Verification)
+        .where(Verification.user_access_code == user_access_code)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if record is not None:
-        record.link_issued_at = utcnow()
+        with rollup.tracking(record):
+            record.link_issued_at = utcnow()
         record.medallion_token = token
         db.session.commit()
 

@@ -1,14 +1,12 @@
-"""Admin accounts, the audit log and webhook rejections: reads and writes."""
+"""Admin accounts and the audit log: reads and writes."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import func, select
+from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal.extensions import db
-from portal.models import AdminUser, AuditEntry, WebhookRejection, utcnow
+from portal.models import AdminUser, AuditEntry, utcnow
 
 # Checked against when the username is unknown, so both answers take the same time.
 _DUMMY_HASH = generate_password_hash("not a password of anyone's")
@@ -113,22 +111,3 @@ def list_audit(limit: int = 100, before_id: int | None = None) -> list[AuditEntr
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
     return list(db.session.scalars(query))
-
-
-def add_webhook_rejection(status_code: int) -> None:
-    """Count one refused webhook delivery, keeping only its status code and time."""
-    db.session.add(WebhookRejection(status_code=status_code))
-    db.session.commit()
-
-
-def count_webhook_rejections(since: datetime) -> dict[str, int]:
-    """Return refused deliveries since `since`, as {"4xx": n, "5xx": n}."""
-    rows = db.session.execute(
-        select(WebhookRejection.status_code, func.count())
-        .where(WebhookRejection.at >= since)
-        .group_by(WebhookRejection.status_code)
-    )
-    counts = {"4xx": 0, "5xx": 0}
-    for code, count in rows:
-        counts["5xx" if code >= 500 else "4xx"] += count
-    return counts

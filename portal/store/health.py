@@ -1,4 +1,4 @@
-"""Webhook health reads for the admin dashboard: last delivery, counts by type, orphans."""
+"""Health reads: last webhook delivery, counts by type, orphans, and records for metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import WebhookEvent
 from portal.store import RECONCILED_EVENT
+from portal.store.dashboard import count_by_state
 
 # Statuses a re-check read back are stored as events too, but no webhook brought them.
 _DELIVERED = WebhookEvent.event_type != RECONCILED_EVENT
@@ -51,3 +52,17 @@ def list_orphans(before_id: int | None = None, limit: int = 50) -> list[WebhookE
     if before_id is not None:
         query = query.where(WebhookEvent.id < before_id)
     return list(db.session.scalars(query))
+
+
+def count_records_by_state(timeout_ms: int) -> dict[str, int]:
+    """Return count_by_state(); on PostgreSQL the query is cancelled after `timeout_ms`.
+
+    For metrics scrapes, which must come back even when the database is slow.
+    """
+    try:
+        if db.engine.dialect.name == "postgresql":
+            # Transaction-local (the third argument), so the pooled connection keeps its default.
+            db.session.execute(select(func.set_config("statement_timeout", str(timeout_ms), True)))
+        return count_by_state()
+    finally:
+        db.session.rollback()

@@ -10,7 +10,7 @@ from typing import Protocol, TypeVar
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from portal import reconcile, store
+from portal import reconcile, refusals, store
 from portal.client import AuthenticateError, AuthenticateRejected, MedallionLink
 from portal.config import status_map
 from portal.forms import EmptyForm
@@ -186,7 +186,7 @@ def health() -> str:
     return render_template(
         "admin/health.html",
         last_at=health_store.last_webhook_at(),
-        refused=admin_store.count_webhook_rejections(since),
+        refused=refusals.refusal_counts(),
         by_type=health_store.count_events_by_type(since),
         state_events=store.STATE_EVENTS,
         orphans=orphans,
