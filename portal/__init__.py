@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -13,10 +12,19 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from portal import observability
 from portal.client import AuthenticateClient
-from portal.config import SECRET_SETTINGS, Defaults, production_problems
-from portal.extensions import csrf, db, limiter, migrate
+from portal.config import SECRET_SETTINGS, Defaults, production_problems, trusted_proxies
+from portal.extensions import (
+    CookieSessionInterface,
+    csrf,
+    db,
+    init_limiter,
+    limiter,
+    migrate,
+)
 from portal.helpers import add_security_headers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,13 +33,14 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the portal: config, extensions, blueprints, error pages, CLI and logging."""
-    app = Flask(
+    app = observability.PortalFlask(
         __name__,
         instance_relative_config=True,
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
     )
     load_config(app, test_config)
+    trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
@@ -56,10 +65,51 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     app.permanent_session_lifetime = timedelta(hours=float(app.config["ADMIN_SESSION_HOURS"]))
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"] or sqlite_url(app)
-    if not (app.debug or app.testing):
+    set_connect_timeout(app)
+    if not (app.debug or app.testing or checking_config()):
         problems = production_problems(app.config)
         if problems:
             raise RuntimeError("Refusing to start outside debug/testing: " + "; ".join(problems))
+
+
+def checking_config() -> bool:
+    """Return True while `flask check-config` loads the app: it reports problems, not refuses.
+
+    The flask CLI builds the app before it looks up the command, so the command line is the
+    only place that says which one is about to run.
+    """
+    return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and "check-config" in sys.argv[1:]
+
+
+def set_connect_timeout(app: Flask) -> None:
+    """Bound the time to open a PostgreSQL connection (SQLite opens a local file)."""
+    if not str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql"):
+        return
+    # A copy: from_object shares the Defaults class's dict between apps.
+    options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+    connect_args = dict(options.get("connect_args", {}))
+    connect_args.setdefault("connect_timeout", int(app.config["DATABASE_CONNECT_TIMEOUT"]))
+    options["connect_args"] = connect_args
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def trust_proxies(app: Flask) -> None:
+    """Believe X-Forwarded-For and -Proto from exactly PORTAL_TRUSTED_PROXIES hops.
+
+    X-Forwarded-Host, -Port and -Prefix are never believed: links come from
+    PORTAL_EXTERNAL_URL alone. gunicorn_conf.py turns gunicorn's own forwarded-header
+    handling off, so this is the one place that reads them.
+    """
+    try:
+        count = trusted_proxies(app.config)
+    except ValueError as exc:
+        if checking_config():
+            return  # check-config names the problem instead
+        raise RuntimeError(str(exc)) from exc
+    if count:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=count, x_proto=count, x_host=0, x_port=0, x_prefix=0
+        )
 
 
 def sqlite_url(app: Flask) -> str:
@@ -72,20 +122,25 @@ def register_extensions(app: Flask) -> None:
     """Bind the database, CSRF, migrations and the Authenticate client to the app."""
     db.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
+    init_limiter(app)
+    app.session_interface = CookieSessionInterface()
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     app.extensions["portal.client"] = AuthenticateClient.from_config(app.config)
 
 
 def register_blueprints(app: Flask) -> None:
     """Attach the portal's views."""
-    from portal.views import admin, onboarding, resume, status, webhooks
+    from portal.views import admin, health, metrics, onboarding, resume, status, webhooks
 
+    app.register_blueprint(health.bp)
+    # Probes come every few seconds from every balancer: never throttled.
+    limiter.exempt(health.bp)
     app.register_blueprint(onboarding.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(resume.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(metrics.bp)
     csrf.exempt(webhooks.bp)
     app.after_request(add_security_headers)
 
@@ -106,17 +161,9 @@ def register_cli(app: Flask) -> None:
 
 
 def configure_logging(app: Flask) -> None:
-    """Send the portal's log records to stdout, once; tests keep pytest's capture."""
-    logger = logging.getLogger("portal")
-    logger.setLevel(app.config["LOG_LEVEL"])
-    if app.testing or any(getattr(h, "_portal", False) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._portal = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    # One line per record, even when something (Alembic's logging config) adds a root handler.
-    logger.propagate = False
+    """Log to stdout once, with request ids; time, count and log every request."""
+    observability.configure_logging(app)
+    observability.init_app(app)
 
 
 @event.listens_for(Engine, "connect")

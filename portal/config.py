@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
+
+from limits import parse_many
 
 # Development-only values. They make `make run` work with no setup, and
 # `check_production_settings` refuses to start with any of them outside debug/testing.
@@ -60,6 +63,9 @@ class Defaults:
     AUTHENTICATE_METHOD_FIELD = "verificationMethod"
     # `flask reconcile` re-checks records undecided for longer than this many seconds.
     RECONCILE_AFTER = 3600
+    # `flask purge` deletes records, and their events, idle for longer than this many days
+    # (and orphan events received before then). Keep it above the status-link age.
+    RETENTION_DAYS = 365
 
     WEBHOOK_SECRET = DEV_WEBHOOK_SECRET
     # Also accepted while a new WEBHOOK_SECRET is being rolled out at Authenticate.
@@ -88,6 +94,9 @@ class Defaults:
     NEXT_STEP_REDIRECT_SECONDS = 5
     # Onboarding submits that create an Authenticate user (billed), per client address.
     ONBOARDING_RATE_LIMIT = "20 per hour"
+    # The same, counted across all addresses together: a script spread over many addresses
+    # still cannot create more billable users than this. Size it above the real peak.
+    ONBOARDING_GLOBAL_RATE_LIMIT = "300 per hour"
     # Requests for a fresh link email, per status/resume link and per client address.
     EMAIL_RESEND_RATE_LIMIT = "3 per hour"
 
@@ -111,11 +120,35 @@ class Defaults:
     PHONE_DEFAULT_REGION = "US"
     DEFAULT_COUNTRY = "USA"
     LOG_LEVEL = "INFO"
+    # "json": one JSON object per line (production); "text": readable lines (`make run`).
+    LOG_FORMAT = "json"
+    # Bearer token for GET /metrics; unset, /metrics is a 404 like any unknown path.
+    METRICS_TOKEN = ""
+    # Read by the gunicorn master from the environment only: when set, it also serves the
+    # metrics on this port (no token) at METRICS_HOST, loopback unless opened on purpose.
+    METRICS_PORT = 0
+    METRICS_HOST = "127.0.0.1"
+    # Reverse proxies in front of the portal that set X-Forwarded-For and -Proto. Only that
+    # many hops are believed (werkzeug ProxyFix); 0 believes none, for a portal facing
+    # clients directly. The client address decides per-address rate limits.
+    TRUSTED_PROXIES = 0
+    # Seconds to open a PostgreSQL connection; a database that is down then fails requests
+    # (503) and /readyz quickly instead of holding workers.
+    DATABASE_CONNECT_TIMEOUT = 5
+    # Largest request body; then, for multipart posts, bytes per field and number of fields
+    # (werkzeug reads a url-encoded body whole, so the body limit bounds it). The portal's
+    # forms are a few hundred bytes; anything larger gets a 413 page.
+    MAX_CONTENT_LENGTH = 64 * 1024
+    MAX_FORM_MEMORY_SIZE = 8 * 1024
+    MAX_FORM_PARTS = 50
 
     # hide_parameters keeps bound values out of exception text, and so out of logs.
+    # pool_pre_ping costs a round trip per request, and buys that a database restart costs
+    # no one an error page: without it the first statement on each stale pooled connection
+    # fails (a submit, an admin page). Webhooks and status polls also retry once on a fresh
+    # connection (store.connections), for a restart between the ping and the statement.
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     WTF_CSRF_TIME_LIMIT = 3600 * 4
-    MAX_CONTENT_LENGTH = 64 * 1024
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
 
@@ -126,6 +159,9 @@ REQUIRED_SECRETS = {
     "WEBHOOK_SECRET": ("PORTAL_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
 }
 MIN_WEBHOOK_SECRET_LENGTH = 32
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
+# More trusted hops than this is almost always a miscount (each hop is a proxy you run).
+MAX_LIKELY_PROXIES = 3
 # Characters that stand in a URL path segment as they are (RFC 3986 "unreserved").
 URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Settings that are secrets: read verbatim from the environment, never JSON-decoded (an
@@ -137,6 +173,7 @@ SECRET_SETTINGS = (
     "WEBHOOK_PREVIOUS_SECRET",
     "WEBHOOK_HMAC_SECRET",
     "MAIL_SMTP_PASSWORD",
+    "METRICS_TOKEN",
 )
 
 
@@ -160,6 +197,88 @@ def production_problems(config: Mapping[str, Any]) -> list[str]:
                 f"PORTAL_{key} may only hold letters, digits and - . _ ~ (it is part of a URL); "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))' makes one"
             )
+    token = str(config.get("METRICS_TOKEN") or "")
+    if token and len(token) < MIN_WEBHOOK_SECRET_LENGTH:
+        problems.append(
+            f"PORTAL_METRICS_TOKEN must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters"
+        )
+    return problems
+
+
+def trusted_proxies(config: Mapping[str, Any]) -> int:
+    """Return PORTAL_TRUSTED_PROXIES as a count; raises ValueError unless a whole number >= 0."""
+    value = config.get("TRUSTED_PROXIES", 0)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("PORTAL_TRUSTED_PROXIES must be a whole number of proxies, 0 or more")
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise ValueError("PORTAL_TRUSTED_PROXIES must be a whole number of proxies, 0 or more")
+    return count
+
+
+def deployment_problems(config: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Return (errors, warnings) about running `config` in production, for check-config.
+
+    Errors are settings that leak data, lose it or break the service across instances;
+    warnings are choices that are only right in some deployments.
+    """
+    errors = production_problems(config)
+    warnings: list[str] = []
+    database = str(config.get("SQLALCHEMY_DATABASE_URI") or config.get("DATABASE_URL") or "")
+    if not database.startswith("postgresql"):
+        errors.append(
+            "PORTAL_DATABASE_URL is not PostgreSQL: a SQLite file cannot be shared by several "
+            "instances and is not backed up with the database"
+        )
+    for key in ("EXTERNAL_URL", "AUTHENTICATE_API_URL", "AUTHENTICATE_VERIFY_URL"):
+        url = urlsplit(str(config.get(key) or ""))
+        if url.hostname in LOCAL_HOSTS and key != "EXTERNAL_URL":
+            errors.append(f"PORTAL_{key} points at this machine (the development sandbox?)")
+        elif url.scheme != "https" or not url.hostname:
+            errors.append(f"PORTAL_{key} must be an https:// URL")
+    if config.get("MAIL_BACKEND") != "smtp":
+        errors.append(
+            "PORTAL_MAIL_BACKEND is not smtp: emails would be written to files, holding "
+            "people's addresses, and never sent"
+        )
+    errors.extend(_limit_problems(config))
+    try:
+        proxies = trusted_proxies(config)
+    except ValueError as exc:
+        errors.append(str(exc))
+    else:
+        if proxies == 0:
+            warnings.append(
+                "PORTAL_TRUSTED_PROXIES is 0: behind a reverse proxy every client has the "
+                "proxy's address, so per-address rate limits apply to everyone together"
+            )
+        elif proxies > MAX_LIKELY_PROXIES:
+            warnings.append(
+                f"PORTAL_TRUSTED_PROXIES is {proxies}: count only proxies you run, or clients "
+                "can choose their own address for rate limits"
+            )
+    if str(config.get("RATELIMIT_STORAGE_URL", "")).startswith("memory://"):
+        warnings.append(
+            "PORTAL_RATELIMIT_STORAGE_URL is memory://: each worker process of each instance "
+            "counts alone, so limits multiply by workers x instances; use redis://"
+        )
+    relay = config.get("MAIL_SMTP_HOST")
+    if config.get("MAIL_SMTP_SECURITY") == "none" and relay not in LOCAL_HOSTS:
+        warnings.append(f"PORTAL_MAIL_SMTP_SECURITY is none for {relay}, another machine")
+    return errors, warnings
+
+
+def _limit_problems(config: Mapping[str, Any]) -> list[str]:
+    """Name each rate limit that Flask-Limiter could not parse (it would fail per request)."""
+    problems = []
+    for key in sorted(k for k in config if k.endswith("_RATE_LIMIT")):
+        try:
+            parse_many(str(config[key]))
+        except ValueError:
+            problems.append(f"PORTAL_{key} is not a rate limit like '20 per hour'")
     return problems
 
 

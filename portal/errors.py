@@ -22,7 +22,11 @@ MESSAGES = {
         "For your security, links stop working after a while. Start again from the "
         "beginning, or use the most recent link we sent you.",
     ),
-    413: ("Too much data", "That request was larger than we accept."),
+    413: (
+        "Too much data",
+        "That request was larger than we accept. Please go back, shorten what you typed, "
+        "and try again.",
+    ),
     415: ("Unsupported format", "That request's format isn't accepted here."),
     429: ("Too many requests", "Please wait a few minutes, then go back and try again."),
     500: ("Something went wrong", "It's our fault, not yours. Please try again shortly."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,12 +28,18 @@ def get_client() -> AuthenticateClient:
 
 def status_signer() -> LinkSigner:
     """Return the signer for status links."""
-    return LinkSigner(current_app.config["SECRET_KEY"], STATUS_PURPOSE)
+    return link_signer(current_app.config["SECRET_KEY"], STATUS_PURPOSE)
 
 
 def resume_signer() -> LinkSigner:
     """Return the signer for emailed resume links."""
-    return LinkSigner(current_app.config["SECRET_KEY"], RESUME_PURPOSE)
+    return link_signer(current_app.config["SECRET_KEY"], RESUME_PURPOSE)
+
+
+@functools.lru_cache(maxsize=8)
+def link_signer(secret_key: str, purpose: str) -> LinkSigner:
+    """Return one shared signer per key and purpose: building one costs more than a check."""
+    return LinkSigner(secret_key, purpose)
 
 
 def resume_url(user_access_code: str) -> str:
@@ -65,12 +72,51 @@ def no_store(response: Response) -> Response:
     return response
 
 
+# Scripts and styles come only from files under static/: no inline <script>, <style> or
+# style="" anywhere (QR codes and charts are SVG with presentation attributes). Every form
+# posts to, and redirects within, this site (browsers apply form-action to the redirects
+# after a POST too); the way on to Medallion is a link or a GET redirect, never a form.
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    )
+)
+# Nothing on the portal's own pages needs these; Medallion asks for the camera on its origin.
+PERMISSIONS_POLICY = ", ".join(
+    f"{feature}=()"
+    for feature in (
+        "accelerometer",
+        "camera",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "payment",
+        "usb",
+    )
+)
+HSTS = "max-age=31536000"
+
+
 def add_security_headers(response: Response) -> Response:
-    """Set headers every response should carry."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
+    """Set headers every response should carry; HSTS only when the portal is served on https."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
     # Status and next-step URLs carry a signed token: never send them to another site.
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if current_app.config["EXTERNAL_URL"].startswith("https://"):
+        headers.setdefault("Strict-Transport-Security", HSTS)
     return response
 
 

@@ -67,12 +67,86 @@ def browser():
         browser.close()
 
 
+# Reports each Content-Security-Policy violation on every page the context opens, across
+# navigations, to the test (exposed function below); Chromium also logs them to the console.
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", function (event) {
+  window.__reportCspViolation(
+    event.effectiveDirective + " blocked " + (event.blockedURI || "inline code") +
+    " on " + location.pathname);
+});
+"""
+
+
 @pytest.fixture
 def page(browser):
     # A phone-sized window: most people onboard on their phone.
     context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")
-    yield context.new_page()
+    violations = []
+    context.expose_function("__reportCspViolation", lambda text: violations.append(text))
+    context.add_init_script(CSP_LISTENER)
+
+    def on_console(message):
+        if "Content Security Policy" in message.text:
+            violations.append(message.text)
+
+    context.on("console", on_console)
+    page = context.new_page()
+    page.csp_violations = violations
+    yield page
     context.close()
+    # Every browser test doubles as a CSP check of the pages it went through.
+    assert violations == [], "the portal's pages broke their own Content-Security-Policy"
+
+
+def wait_for_violation(page):
+    for _ in range(100):
+        if page.csp_violations:
+            return
+        page.wait_for_timeout(50)
+
+
+def test_browser_pages_raise_no_csp_violation(live, page):
+    from playwright.sync_api import expect
+
+    from portal.store import admin as admin_store
+    from tests.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+
+    # The listener works: an inline style added to a portal page is reported.
+    page.goto(f"{live.portal_url}/")
+    page.evaluate(
+        "() => { const s = document.createElement('style'); s.textContent = 'p {}';"
+        " document.head.appendChild(s); }"
+    )
+    wait_for_violation(page)
+    page.wait_for_timeout(500)  # the event's report and the console line arrive separately
+    assert any(" blocked inline" in text for text in page.csp_violations), page.csp_violations
+    assert any("Content Security Policy" in text for text in page.csp_violations)
+    page.csp_violations.clear()
+
+    live.portal_app.config["NEXT_STEP_REDIRECT_SECONDS"] = 60
+    page.goto(f"{live.portal_url}/")
+    fill_form(page, "Dana")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator(".qr svg")).to_be_visible()  # the next-step page, with its QR code
+    expect(page.locator("#forward-text")).to_contain_text("Taking you there in")
+    page.get_by_role("link", name="your status page").click()
+    expect(page.locator("#status-title")).to_be_visible()
+
+    with live.portal_app.app_context():
+        admin_store.add_admin(ADMIN_USERNAME, ADMIN_PASSWORD)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live.portal_url}/admin")
+    page.get_by_label("Username").fill(ADMIN_USERNAME)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("svg").first).to_be_visible()  # the dashboard's chart
+    page.get_by_role("link", name="Records").first.click()
+    page.locator("table tbody tr a").first.click()
+    expect(page.get_by_role("button", name="Re-check with Authenticate")).to_be_visible()
+    page.wait_for_timeout(500)  # reports are asynchronous: give any a moment to arrive
+
+    assert page.csp_violations == []
 
 
 def fill_form(page, first_name):

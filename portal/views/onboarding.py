@@ -12,10 +12,12 @@ from flask import (
     current_app,
     redirect,
     render_template,
+    request,
     session,
     url_for,
 )
 from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response
 
 from portal import store
@@ -25,10 +27,11 @@ from portal.client import (
     AuthenticateUnexpectedResponse,
     NewUser,
 )
+from portal.errors import render_error
 from portal.extensions import limiter
 from portal.forms import EmptyForm, OnboardingForm
 from portal.helpers import email_resume_link, get_client, status_signer
-from portal.ratelimits import created_a_user, onboarding_limit
+from portal.ratelimits import created_a_user, everyone, onboarding_global_limit, onboarding_limit
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("onboarding", __name__)
@@ -44,6 +47,10 @@ STORAGE_MESSAGE = (
 UNEXPECTED_MESSAGE = (
     "The verification service gave an answer we didn't understand. Your details are still "
     "here: please try again in a moment."
+)
+RATE_LIMITED_MESSAGE = (
+    "We've had too many new verifications in a short time, so we can't start yours just now. "
+    "Your details are still here: please try again later."
 )
 IN_FLIGHT_MESSAGE = (
     "We're still processing your first submission of this form. Please wait a moment and "
@@ -90,6 +97,7 @@ def current_submission() -> tuple[str, str | None]:
 
 @bp.post("/")
 @limiter.limit(onboarding_limit, deduct_when=created_a_user)
+@limiter.limit(onboarding_global_limit, key_func=everyone, deduct_when=created_a_user)
 def submit() -> Response | tuple[str, int]:
     """Create the Authenticate user once per submit key, then go to the next step."""
     form = OnboardingForm()
@@ -103,6 +111,18 @@ def submit() -> Response | tuple[str, int]:
         logger.exception("onboarding submit failed: database unavailable")
         form.form_errors.append(STORAGE_MESSAGE)
         return render_template("onboarding/index.html", form=form), 503
+
+
+@bp.errorhandler(429)
+def too_many(exc: TooManyRequests) -> tuple[Response | str, int]:
+    """Refuse a rate-limited submit with the form still filled in, not a bare error page."""
+    if request.endpoint != "onboarding.submit":
+        return render_error(429)
+    form = OnboardingForm()
+    if not SUBMIT_KEY_PATTERN.fullmatch(form.submit_key.data or ""):
+        form.submit_key.data = new_submit_key()
+    form.form_errors.append(RATE_LIMITED_MESSAGE)
+    return render_template("onboarding/index.html", form=form), 429
 
 
 def create_once(form: OnboardingForm) -> Response | tuple[str, int]:

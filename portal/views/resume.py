@@ -25,6 +25,9 @@ from portal.views.status import link_refused
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("resume", __name__, url_prefix="/resume")
+# Every page here is reached through a signed link and shows that person's state or link:
+# none of it may be kept by a browser or shared cache, error pages included.
+bp.after_request(no_store)
 
 
 def load(token: str) -> tuple[Verification | None, bool]:

@@ -38,6 +38,9 @@ from portal.tokens import TokenExpired, TokenInvalid
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("status", __name__, url_prefix="/status")
+# Every page here is reached through a signed link and shows that person's state or link:
+# none of it may be kept by a browser or shared cache, error pages included.
+bp.after_request(no_store)
 
 
 def record_for(token: str) -> Verification:

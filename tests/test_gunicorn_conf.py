@@ -1,0 +1,123 @@
+"""The production command, served for real: gunicorn with portal/gunicorn_conf.py."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import TEST_WEBHOOK_SECRET
+from tests.test_health import migrate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKEN = "eyJzZWNyZXQiOiJ0b2tlbiJ9.ZZZZ.not-a-real-signature-but-token-shaped"
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Serve the portal as the README says; yield (base URL, path of its combined output)."""
+    tmp_path = tmp_path_factory.mktemp("gunicorn")
+    sqlite_url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    migrate(sqlite_url)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "FLASK_"))}
+    env.update(
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS="1",
+        GUNICORN_THREADS="2",
+        PORTAL_SECRET_KEY="gunicorn-test-secret-key-0123456789",
+        PORTAL_AUTHENTICATE_API_KEY="gunicorn-test-api-key",
+        PORTAL_WEBHOOK_SECRET=TEST_WEBHOOK_SECRET,
+        PORTAL_DATABASE_URL=sqlite_url,
+        PORTAL_EXTERNAL_URL="https://portal.example.test",
+        PORTAL_TRUSTED_PROXIES="1",
+        PORTAL_WEBHOOK_RATE_LIMIT="2 per hour",
+    )
+    output = tmp_path / "gunicorn.log"
+    with output.open("w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:portal.gunicorn_conf",
+                "portal:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(server, base, output)
+        yield base, output
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def wait_until_serving(server, base, output):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"gunicorn exited:\n{output.read_text()}")
+        try:
+            requests.get(f"{base}/healthz", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    pytest.fail(f"gunicorn did not answer:\n{output.read_text()}")
+
+
+def test_gunicorn_serves_probes_and_pages_with_the_security_headers(served):
+    base, _ = served
+
+    health = requests.get(f"{base}/healthz", timeout=5)
+    ready = requests.get(f"{base}/readyz", timeout=5)
+    form = requests.get(f"{base}/", timeout=5)
+
+    assert (health.status_code, ready.status_code, form.status_code) == (200, 200, 200)
+    for response in (health, form):
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_gunicorn_writes_no_access_log_with_paths_or_addresses(served):
+    base, output = served
+
+    requests.get(f"{base}/status/{TOKEN}", headers={"X-Forwarded-For": "198.51.100.77"}, timeout=5)
+    requests.get(f"{base}/resume/{TOKEN}?from=198.51.100.78", timeout=5)
+    requests.get(f"{base}/healthz", timeout=5)
+
+    logged = output.read_text()
+    assert TOKEN not in logged
+    assert "198.51.100.77" not in logged and "198.51.100.78" not in logged
+    assert "Booting worker" in logged  # the output is the server's, and it was read
+
+
+def test_gunicorn_passes_the_forwarded_client_address_through_to_rate_limits(served):
+    base, _ = served
+    wrong = f"{base}/webhooks/authenticate/wrong-secret"
+
+    def refused_from(address):
+        headers = {"X-Forwarded-For": address}
+        return requests.post(wrong, json={}, headers=headers, timeout=5).status_code
+
+    first = [refused_from("203.0.113.1") for _ in range(3)]
+    other = refused_from("203.0.113.2")
+
+    # PORTAL_TRUSTED_PROXIES=1: the proxy's last hop is the client, each with its own count.
+    assert first == [404, 404, 429]
+    assert other == 404
