@@ -6,6 +6,7 @@ Imports nothing from Flask, so it can be built and tested without an app.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -14,15 +15,23 @@ from urllib.parse import quote, urlencode
 
 import requests
 
+from portal import metrics
+
 logger = logging.getLogger(__name__)
+LINK_STATUS_ENDPOINT = "/user/medallion/{token}/status"
 
 
 class AuthenticateError(Exception):
     """Base class for every failure talking to Authenticate."""
 
+    # The call's outcome in the portal_authenticate_requests metric.
+    outcome = "unexpected"
+
 
 class AuthenticateRejected(AuthenticateError):
     """Authenticate refused the input (a 4xx); `message` is its errorMessage, for the user."""
+
+    outcome = "rejected"
 
     def __init__(self, message: str, status_code: int) -> None:
         # The message may echo what was sent, so it stays out of str(), and so out of logs.
@@ -33,6 +42,8 @@ class AuthenticateRejected(AuthenticateError):
 
 class AuthenticateUnavailable(AuthenticateError):
     """Authenticate could not be reached, timed out, or answered 5xx."""
+
+    outcome = "unavailable"
 
 
 class AuthenticateUnexpectedResponse(AuthenticateError):
@@ -158,7 +169,9 @@ class AuthenticateClient:
 
         The response schema is undocumented (contract §7), so the keys read are settings.
         """
-        body = self._request("GET", f"/user/medallion/{quote(token, safe='')}/status", None)
+        path = f"/user/medallion/{quote(token, safe='')}/status"
+        # The token is a capability: logs, errors and metrics name the endpoint without it.
+        body = self._request("GET", path, None, endpoint=LINK_STATUS_ENDPOINT)
         return LinkStatus(
             status=_optional_str(body, self.status_field),
             verification_method=_optional_str(body, self.method_field),
@@ -167,7 +180,30 @@ class AuthenticateClient:
     def _post(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         return self._request("POST", path, payload)
 
-    def _request(self, method: str, path: str, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        payload: Mapping[str, Any] | None,
+        endpoint: str | None = None,
+    ) -> dict[str, Any]:
+        """Send one request; count it by endpoint (`path` unless named) and outcome."""
+        endpoint = endpoint or path
+        started = time.perf_counter()
+        outcome = AuthenticateError.outcome
+        try:
+            body = self._send(method, path, endpoint, payload)
+            outcome = "ok"
+            return body
+        except AuthenticateError as exc:
+            outcome = exc.outcome
+            raise
+        finally:
+            metrics.observe_authenticate(endpoint, outcome, time.perf_counter() - started)
+
+    def _send(
+        self, method: str, path: str, endpoint: str, payload: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
         url = f"{self.base_url}{path}"
         try:
             response = self.session.request(
@@ -181,32 +217,33 @@ class AuthenticateClient:
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
-            logger.warning("authenticate %s %s timed out: %r", method, path, exc)
-            raise AuthenticateUnavailable(f"{path} timed out") from exc
+            # The exception's type, not its text: requests' messages quote the URL.
+            logger.warning("authenticate %s %s timed out: %s", method, endpoint, type(exc).__name__)
+            raise AuthenticateUnavailable(f"{endpoint} timed out") from exc
         except requests.RequestException as exc:
-            logger.warning("authenticate %s %s failed: %s", method, path, type(exc).__name__)
-            raise AuthenticateUnavailable(f"{path} unreachable") from exc
-        return self._parse(method, path, response)
+            logger.warning("authenticate %s %s failed: %s", method, endpoint, type(exc).__name__)
+            raise AuthenticateUnavailable(f"{endpoint} unreachable") from exc
+        return self._parse(method, endpoint, response)
 
-    def _parse(self, method: str, path: str, response: requests.Response) -> dict[str, Any]:
+    def _parse(self, method: str, endpoint: str, response: requests.Response) -> dict[str, Any]:
         status = response.status_code
         # Bodies are never logged: they can echo the personal data that was sent.
         if status >= 500:
-            logger.warning("authenticate %s %s answered %d", method, path, status)
-            raise AuthenticateUnavailable(f"{path} answered {status}")
+            logger.warning("authenticate %s %s answered %d", method, endpoint, status)
+            raise AuthenticateUnavailable(f"{endpoint} answered {status}")
         if status >= 400:
-            logger.info("authenticate %s %s rejected the request with %d", method, path, status)
+            logger.info("authenticate %s %s rejected the request with %d", method, endpoint, status)
             raise AuthenticateRejected(_error_message(response), status)
         if not 200 <= status < 300:
-            raise AuthenticateUnexpectedResponse(f"{path} answered {status}")
+            raise AuthenticateUnexpectedResponse(f"{endpoint} answered {status}")
         try:
             body = response.json()
         except ValueError as exc:
             raise AuthenticateUnexpectedResponse(
-                f"{path} answered a body that is not JSON"
+                f"{endpoint} answered a body that is not JSON"
             ) from exc
         if not isinstance(body, dict):
-            raise AuthenticateUnexpectedResponse(f"{path} answered JSON that is not an object")
+            raise AuthenticateUnexpectedResponse(f"{endpoint} answered JSON that is not an object")
         return body
 
 

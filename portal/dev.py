@@ -43,13 +43,15 @@ def redact(line: str) -> str:
 
 
 class PortalRequestHandler(AnonymousRequestHandler):
-    """Access log without client addresses, status tokens or the webhook secret."""
+    """No access line of its own, and error lines without status tokens or the webhook secret."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # Only the log line is rewritten: the request has been handled by now.
-        self.path = redact(self.path)
-        self.requestline = redact(self.requestline)
-        super().log_request(code, size)
+        """Write nothing: the portal logs each request itself, by route template."""
+
+    def log_error(self, format: str, *args: Any) -> None:
+        """Log a refused request (bad request line, timeout) with its secrets replaced."""
+        # The message can quote the raw request line, path and all.
+        super().log_error("%s", redact(format % args))
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -116,6 +118,8 @@ def stop_on_sigterm(signum: int, frame: Any) -> None:
 def main() -> None:
     """Migrate, start the sandbox, serve the portal; stop the sandbox however we stop."""
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # Readable lines in a terminal; an explicit PORTAL_LOG_FORMAT still wins.
+    os.environ.setdefault("PORTAL_LOG_FORMAT", "text")
     app = create_app()
     with app.app_context():
         upgrade()

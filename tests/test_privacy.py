@@ -59,7 +59,7 @@ def database_dump(app):
     return "\n".join(values)
 
 
-def test_no_personal_data_in_database_logs_cookies_or_urls(live, caplog):
+def test_no_personal_data_in_database_logs_cookies_or_urls(live, caplog, json_log):
     caplog.set_level(logging.DEBUG)
     headers = {"User-Agent": CANARY_AGENT}
     urls, cookies = [], []
@@ -81,12 +81,17 @@ def test_no_personal_data_in_database_logs_cookies_or_urls(live, caplog):
     kept = {
         "database": database_dump(live.portal_app),
         "logs": caplog.text,
+        "log lines": json_log.text,
         "cookies": "\n".join(cookies),
         "urls": "\n".join(urls),
     }
     # The canary test must see real material, or it proves nothing.
     assert user_access_code in kept["database"]
     assert user_access_code in kept["logs"]
+    assert user_access_code in kept["log lines"]
+    assert {("POST", "/", 303), ("GET", "/status/<token>", 200)} <= {
+        (line["method"], line["route"], line["status"]) for line in json_log.access()
+    }
     assert "csrf_token" in kept["cookies"]
     assert "/status/" in kept["urls"]
     leaks = [
@@ -103,7 +108,9 @@ def portal_config(tmp_path):
     return {"MAIL_BACKEND": "outbox", "MAIL_OUTBOX_DIR": str(tmp_path / "outbox")}
 
 
-def test_email_path_keeps_personal_data_only_in_the_outbox_message(live, caplog, tmp_path):
+def test_email_path_keeps_personal_data_only_in_the_outbox_message(
+    live, caplog, json_log, tmp_path
+):
     caplog.set_level(logging.DEBUG)
     headers = {"User-Agent": CANARY_AGENT}
     with requests.Session() as session:
@@ -126,11 +133,13 @@ def test_email_path_keeps_personal_data_only_in_the_outbox_message(live, caplog,
     kept = {
         "database": database_dump(live.portal_app),
         "logs": caplog.text,
+        "log lines": json_log.text,
         "cookies": "\n".join(cookies),
         "urls": "\n".join(urls),
         "outbox file names": "\n".join(p.name for p in (tmp_path / "outbox").iterdir()),
     }
     assert "link email written to outbox file" in kept["logs"]
+    assert "link email written to outbox file" in kept["log lines"]
     leaks = [
         (where, canary)
         for where, text in kept.items()

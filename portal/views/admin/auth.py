@@ -108,7 +108,9 @@ def login() -> Response | str | tuple[str, int]:
     session.permanent = True  # lasts PORTAL_ADMIN_SESSION_HOURS (see load_config)
     session["admin_id"], session["admin_version"] = admin.id, admin.session_version
     admin_store.add_audit(admin.username, "login")
-    logger.info("admin %s signed in", admin.username)
+    # The id, not the username: a username can be a person's name or email address. The
+    # audit log, which only admins read, names the account.
+    logger.info("admin #%d signed in", admin.id)
     return redirect(safe_next(form.next.data) or url_for("admin.dashboard"), 303)
 
 
