@@ -44,8 +44,9 @@ class SilentHandler(WSGIRequestHandler):
 class Receiver:
     """A real HTTP webhook endpoint that records JSON bodies and answers scripted statuses."""
 
-    def __init__(self, statuses=()):
+    def __init__(self, statuses=(), delay=0.0):
         self.statuses = list(statuses)
+        self.delay = delay
         self.bodies = []
         self.mimetypes = []
         self.lock = threading.Lock()
@@ -63,6 +64,7 @@ class Receiver:
 
     def wsgi(self, environ, start_response):
         request = Request(environ)
+        time.sleep(self.delay)
         with self.lock:
             self.bodies.append(request.get_json(silent=True))
             self.mimetypes.append(request.mimetype)
@@ -116,8 +118,8 @@ def client(app):
 def make_receiver():
     receivers = []
 
-    def make(statuses=()):
-        receivers.append(Receiver(statuses))
+    def make(statuses=(), delay=0.0):
+        receivers.append(Receiver(statuses, delay))
         return receivers[-1]
 
     yield make
@@ -159,7 +161,7 @@ def deliveries(client):
 
 def test_create_app_uses_documented_defaults(app):
     assert app.config["API_KEY"] == "sandbox-api-key"
-    assert app.config["WEBHOOK_URL"] is None
+    assert app.config["WEBHOOK_URL"] == ()
     assert app.config["STATUS_STARTED"] == "started"
     assert app.config["VERIFICATION_METHOD"] == "governmentId"
     assert app.config["TOKEN_TTL"] == 86400
@@ -184,10 +186,27 @@ def test_create_app_config_mapping_overrides_environment(monkeypatch, make_app):
     assert make_app(TOKEN_TTL=5).config["TOKEN_TTL"] == 5
 
 
-@pytest.mark.parametrize(("key", "value"), [("WEBHOOK_URL", "ftp://x"), ("TOKEN_TTL", -1)])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("WEBHOOK_URL", "ftp://x"),
+        ("WEBHOOK_URL", "http://a.test/hook ftp://x"),
+        ("WEBHOOK_URL", 5),
+        ("TOKEN_TTL", -1),
+    ],
+)
 def test_create_app_rejects_invalid_settings(key, value):
     with pytest.raises(ValueError, match=key):
         create_app({key: value})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://a.test/hook http://b.test/hook", "http://a.test/hook, http://b.test/hook"],
+)
+def test_create_app_reads_several_webhook_urls(monkeypatch, make_app, value):
+    monkeypatch.setenv("SANDBOX_WEBHOOK_URL", value)
+    assert make_app().config["WEBHOOK_URL"] == ("http://a.test/hook", "http://b.test/hook")
 
 
 # --- authentication and bodies -------------------------------------------------------------
@@ -598,6 +617,69 @@ def test_webhook_records_connection_error(make_app):
     entry = wait_until(lambda: [e for e in deliveries(client) if e["state"] == "failed"])[0]
     assert entry["attempts"] == 2 and entry["httpStatus"] is None
     assert entry["error"] == "ConnectionError"
+
+
+def unused_url():
+    """Return a loopback URL where nothing listens, so a delivery gets connection refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"
+
+
+def receiver_target(receiver):
+    return f"127.0.0.1:{receiver.server.port}"
+
+
+def test_webhook_deliveries_take_the_urls_in_turn(make_app, make_receiver):
+    first, second = make_receiver(), make_receiver()
+    client = make_app(WEBHOOK_URL=f"{first.url} {second.url}").test_client()
+    run_flow(client, "verified")
+    run_flow(client, "failed")
+    wait_until(lambda: len(first.bodies) + len(second.bodies) >= 4)
+    time.sleep(0.05)
+    assert [b["order"]["status"] for b in first.bodies] == ["started", "started"]
+    assert [b["order"]["status"] for b in second.bodies] == ["verified", "failed"]
+    log = deliveries(client)
+    assert [entry["target"] for entry in log] == [
+        receiver_target(first),
+        receiver_target(second),
+    ] * 2
+    assert all(entry["attempts"] == 1 for entry in log)
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [
+        pytest.param(lambda make_receiver: make_receiver(statuses=[503]).url, id="server-error"),
+        pytest.param(lambda make_receiver: unused_url(), id="connection-refused"),
+        pytest.param(lambda make_receiver: make_receiver(delay=1.0).url, id="timeout"),
+    ],
+)
+def test_webhook_failed_attempt_is_retried_on_the_next_url(make_app, make_receiver, failing):
+    healthy = make_receiver()
+    client = make_app(
+        WEBHOOK_URL=[failing(make_receiver), healthy.url],
+        STATUS_STARTED="",
+        WEBHOOK_TIMEOUT=0.2,
+    ).test_client()
+    run_flow(client, "verified")
+    (body,) = healthy.wait_for(1)
+    assert body["order"]["status"] == "verified"
+    entry = wait_until(lambda: [e for e in deliveries(client) if e["state"] == "delivered"])[0]
+    assert (entry["attempts"], entry["httpStatus"]) == (2, 200)
+    assert entry["target"] == receiver_target(healthy)
+
+
+def test_webhook_retries_keep_turning_until_max_attempts(make_app, make_receiver):
+    broken = make_receiver(statuses=[500, 500, 500])
+    client = make_app(
+        WEBHOOK_URL=[broken.url, unused_url()], STATUS_STARTED="", WEBHOOK_MAX_ATTEMPTS=3
+    ).test_client()
+    run_flow(client, "verified")
+    entry = wait_until(lambda: [e for e in deliveries(client) if e["state"] == "failed"])[0]
+    assert entry["attempts"] == 3 and entry["httpStatus"] == 500
+    assert len(broken.bodies) == 2
 
 
 def test_webhook_duplicates_resend_identical_envelope(client, make_receiver):

@@ -28,7 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     state = SandboxState(app.config["WEBHOOK_URL"])
     app.extensions["sandbox.state"] = state
     app.extensions["sandbox.deliverer"] = Deliverer(
-        state.webhook_url,
+        state.webhook_urls,
         max_attempts=app.config["WEBHOOK_MAX_ATTEMPTS"],
         backoff=app.config["WEBHOOK_BACKOFF"],
         timeout=app.config["WEBHOOK_TIMEOUT"],

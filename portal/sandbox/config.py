@@ -12,7 +12,9 @@ from flask import Flask
 # (contract §10.4), so every one of them is a setting rather than a constant.
 DEFAULTS: dict[str, Any] = {
     "API_KEY": "sandbox-api-key",
-    "WEBHOOK_URL": None,
+    # One URL, or several separated by spaces or commas: deliveries then take them in turn,
+    # as a load balancer would, and a failed attempt is retried on the next one.
+    "WEBHOOK_URL": (),
     "STATUS_STARTED": "started",
     "STATUS_VERIFIED": "verified",
     "STATUS_FAILED": "failed",
@@ -64,13 +66,21 @@ def is_http_url(value: object) -> TypeGuard[str]:
     return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
-def _optional_url(value: object) -> str | None:
-    """Return a webhook URL, None when unset, or raise when it is not http(s)."""
-    if value is None or value == "":
-        return None
-    if not is_http_url(value):
-        raise ValueError("SANDBOX_WEBHOOK_URL must be an http(s) URL")
-    return value
+def _url_list(value: object) -> tuple[str, ...]:
+    """Return the webhook URLs (empty when unset), or raise when one is not http(s).
+
+    A string is split on spaces and commas; a list (SANDBOX_WEBHOOK_URL given as JSON)
+    is taken as it is.
+    """
+    if value is None:
+        return ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError("SANDBOX_WEBHOOK_URL must be http(s) URLs")
+    for item in items:
+        if not is_http_url(item):
+            raise ValueError("SANDBOX_WEBHOOK_URL must be http(s) URLs")
+    return tuple(items)
 
 
 def _non_negative(kind: Callable[[Any], float]) -> Callable[[Any], Any]:
@@ -87,7 +97,7 @@ def _non_negative(kind: Callable[[Any], float]) -> Callable[[Any], Any]:
 
 _COERCERS: dict[str, Callable[[Any], Any]] = {
     "API_KEY": str,
-    "WEBHOOK_URL": _optional_url,
+    "WEBHOOK_URL": _url_list,
     "STATUS_STARTED": str,
     "STATUS_VERIFIED": str,
     "STATUS_FAILED": str,

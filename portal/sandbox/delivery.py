@@ -11,10 +11,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from flask import current_app
@@ -59,6 +60,8 @@ class DeliveryRecord:
     attempts: int = 0
     http_status: int | None = None
     error: str | None = None
+    # host:port of the last attempt's URL (never the path, which holds the webhook secret).
+    target: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """Return the record with camelCase keys, matching the API's naming."""
@@ -72,6 +75,7 @@ class DeliveryRecord:
             "attempts": self.attempts,
             "httpStatus": self.http_status,
             "error": self.error,
+            "target": self.target,
         }
 
 
@@ -98,11 +102,15 @@ class Signing:
 
 
 class Deliverer:
-    """Send envelopes one at a time, in queue order, from a lazily started daemon thread."""
+    """Send envelopes one at a time, in queue order, from a lazily started daemon thread.
+
+    With several webhook URLs, attempts take them in turn, as a round-robin load balancer
+    does, so a failed attempt is retried on the next URL.
+    """
 
     def __init__(
         self,
-        url_source: Callable[[], str | None],
+        url_source: Callable[[], Sequence[str]],
         *,
         max_attempts: int,
         backoff: float,
@@ -121,6 +129,8 @@ class Deliverer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # Only the worker thread reads or moves it.
+        self._turn = 0
 
     def enqueue(self, envelope: dict[str, Any], copies: int = 1) -> None:
         """Queue the envelope; extra copies re-send it unchanged, same id included."""
@@ -175,11 +185,11 @@ class Deliverer:
         if self._delay and self._stopping.wait(self._delay):
             return
         for attempt in range(1, self._max_attempts + 1):
-            url = self._url_source()
+            url = self._next_url()
             if url is None:
                 self._update(record, state="skipped", error="no webhook URL configured")
                 return
-            self._update(record, state="sending", attempts=attempt)
+            self._update(record, state="sending", attempts=attempt, target=urlsplit(url).netloc)
             status, error = self._post(url, envelope)
             self._update(record, http_status=status, error=error)
             if status is not None and 200 <= status < 300:
@@ -193,6 +203,15 @@ class Deliverer:
                 if self._stopping.wait(self._backoff * 2 ** (attempt - 1)):
                     break
         self._update(record, state="failed")
+
+    def _next_url(self) -> str | None:
+        """Return the URL whose turn it is, or None when none is configured."""
+        urls = self._url_source()
+        if not urls:
+            return None
+        url = urls[self._turn % len(urls)]
+        self._turn += 1
+        return url
 
     def _post(self, url: str, envelope: dict[str, Any]) -> tuple[int | None, str | None]:
         """Send the envelope once; return (HTTP status, None) or (None, error class name)."""

@@ -66,9 +66,9 @@ def _b64(data: bytes) -> str:
 class SandboxState:
     """Hold users and tokens behind one lock, since the app is served threaded."""
 
-    def __init__(self, webhook_url: str | None = None) -> None:
+    def __init__(self, webhook_urls: tuple[str, ...] = ()) -> None:
         self._lock = threading.Lock()
-        self._webhook_url = webhook_url
+        self._webhook_urls = webhook_urls
         self._users: dict[str, User] = {}
         self._tokens: dict[str, Token] = {}
         self._jwts: dict[str, str] = {}
@@ -147,15 +147,15 @@ class SandboxState:
             held, token.held_started = token.held_started, None
             return held
 
-    def webhook_url(self) -> str | None:
-        """Return the URL deliveries go to now (set by config or POST /company/webhook)."""
+    def webhook_urls(self) -> tuple[str, ...]:
+        """Return the URLs deliveries go to now (set by config or POST /company/webhook)."""
         with self._lock:
-            return self._webhook_url
+            return self._webhook_urls
 
-    def set_webhook_url(self, url: str | None) -> None:
-        """Point future deliveries, including queued ones, at url."""
+    def set_webhook_url(self, url: str) -> None:
+        """Point future deliveries, including queued ones, at url alone."""
         with self._lock:
-            self._webhook_url = url
+            self._webhook_urls = (url,)
 
 
 def get_state() -> SandboxState:
