@@ -506,6 +506,16 @@ def test_country_is_refused_with_message_next_to_it_when_not_an_alpha3_code(
     assert_refused(response, "country", message, fake_client)
 
 
+def test_country_selection_belongs_to_each_form_when_forms_follow_each_other(client):
+    chosen = FormPage(post_form(client, country="DEU", email="not an address").text)
+    unknown = FormPage(post_form(client, country="XXX").text)
+    prompt = FormPage(post_form(client, country="").text)
+    fresh = FormPage(client.get("/").text)
+
+    assert (chosen.selected, unknown.selected) == ({"country": "DEU"}, {})
+    assert (prompt.selected, fresh.selected) == ({"country": ""}, {"country": "USA"})
+
+
 def test_country_is_sent_as_chosen_when_valid(client, fake_client):
     response = post_form(client, country="GBR")
 
