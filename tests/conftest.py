@@ -1,11 +1,15 @@
+import io
+import json
+import logging
 import os
 import re
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from portal import create_app, store
 from portal.cli import webhook_url
@@ -16,10 +20,14 @@ from portal.client import (
     MedallionLink,
 )
 from portal.extensions import db
+from portal.helpers import load_status_token
+from portal.logs import make_handler
 
 TEST_SECRET_KEY = "test-secret-key"
 TEST_WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef0123456789"
 POSTGRES_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
+# A database number of its own, since tests empty it.
+REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def skip_or_fail(reason, required_by):
@@ -67,6 +75,32 @@ def postgres_url():
     admin.dispose()
 
 
+@contextmanager
+def empty_redis():
+    """Yield the test Redis database's URL, emptied before and after; skip if unreachable."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        skip_or_fail(f"Redis is not reachable at {REDIS_URL} ({exc})", "PORTAL_REQUIRE_REDIS")
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def redis_url():
+    """A Redis database for rate-limit counters, emptied before and after the test."""
+    with empty_redis() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request):
     """Each test using this runs on SQLite and on PostgreSQL."""
@@ -78,6 +112,17 @@ def make_app(database_url, **extra):
     with app.app_context():
         db.create_all()
     return app
+
+
+def database_rows(app):
+    """Return every row of every table, to show that a request changed nothing at all."""
+    with app.app_context():
+        rows = {
+            table.name: sorted(map(tuple, db.session.execute(select(table))), key=repr)
+            for table in db.metadata.sorted_tables
+        }
+        db.session.remove()
+    return rows
 
 
 @pytest.fixture
@@ -198,6 +243,17 @@ class Onboarding:
 @pytest.fixture
 def onboarding(client):
     return Onboarding(client)
+
+
+def status_uuid(app, url):
+    """Return the UUID behind the status token in `url`.
+
+    Signed tokens carry a timestamp to the second, so two links to the same record made a
+    second apart differ as text; tests compare what they hold instead.
+    """
+    token = re.search(r"/status/([^/?]+)", url).group(1).removesuffix(".json")
+    with app.app_context():
+        return load_status_token(token)
 
 
 class LiveServers:
@@ -321,3 +377,40 @@ def admin_client(admin, client):
     admin.create()
     assert admin.login().status_code == 303
     return client
+
+
+class LogLines:
+    """What the portal's real JSON log handler wrote, as text and as parsed lines."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    @property
+    def text(self):
+        return self._stream.getvalue()
+
+    def lines(self):
+        return [json.loads(line) for line in self.text.splitlines()]
+
+    def access(self, route=None):
+        """The access lines, optionally for one route template."""
+        return [
+            line
+            for line in self.lines()
+            if line["logger"] == "portal.access" and route in (None, line["route"])
+        ]
+
+
+@pytest.fixture
+def json_log():
+    """Attach the production JSON handler to the portal's loggers, writing to a string.
+
+    Tests don't get the stdout handler (pytest captures), so this is how a test reads the
+    lines production would write.
+    """
+    stream = io.StringIO()
+    handler = make_handler("json", stream)
+    logger = logging.getLogger("portal")
+    logger.addHandler(handler)
+    yield LogLines(stream)
+    logger.removeHandler(handler)
