@@ -134,6 +134,16 @@ def app(sqlite_url):
 
 
 @pytest.fixture
+def store_app(database_url):
+    """An app on each backend, with its app context pushed for the whole test."""
+    app = make_app(database_url)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 
@@ -183,22 +193,38 @@ def fake_client(app):
 
 
 @pytest.fixture
-def configured(tmp_path):
-    """Build apps with extra settings and a fake Authenticate; each call returns
-    (app, client, fake)."""
+def build(tmp_path):
+    """Build apps with a fake Authenticate, disposed afterwards.
+
+    Each call `build(database=None, **settings)` returns (app, fake); without `database`,
+    the app gets a new SQLite file of its own.
+    """
     apps = []
 
-    def build(**extra):
-        app = make_app(f"sqlite:///{tmp_path / f'configured{len(apps)}.sqlite3'}", **extra)
+    def make(database=None, **extra):
+        database = database or f"sqlite:///{tmp_path / f'app{len(apps)}.sqlite3'}"
+        app = make_app(database, **extra)
         fake = FakeAuthenticate()
         app.extensions["portal.client"] = fake
         apps.append(app)
-        return app, app.test_client(), fake
+        return app, fake
 
-    yield build
+    yield make
     for app in apps:
         with app.app_context():
             db.engine.dispose()
+
+
+@pytest.fixture
+def configured(build):
+    """Build apps with extra settings and a fake Authenticate; each call returns
+    (app, client, fake)."""
+
+    def make(**extra):
+        app, fake = build(**extra)
+        return app, app.test_client(), fake
+
+    return make
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ from portal.store import rollup
 from portal.store.dashboard import DayCounts, Funnel, MedianTime
 from portal.store.records import Cursor, RecordFilters
 from portal.views.admin.dashboard import csv_cell, human_duration
-from tests.conftest import make_app
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -38,16 +37,6 @@ DAY = timedelta(days=1)
 SCRIPT = "<script>alert(1)</script>"
 UUID_LINK = re.compile(r'class="uuid" href="[^"]+">([0-9a-f-]{36})</a>')
 NEXT_LINK = re.compile(r'<a href="([^"]+)" rel="next">')
-
-
-@pytest.fixture
-def dash_app(database_url):
-    """An app on each backend, with its app context pushed for the whole test."""
-    app = make_app(database_url)
-    with app.app_context():
-        yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 def sign_in(app, client):
@@ -63,9 +52,9 @@ def sign_in(app, client):
 
 
 @pytest.fixture
-def signed_in(dash_app):
+def signed_in(store_app):
     """A signed-in client on each backend."""
-    return sign_in(dash_app, dash_app.test_client())
+    return sign_in(store_app, store_app.test_client())
 
 
 @pytest.fixture
@@ -107,7 +96,7 @@ def uuids_in(text):
     return UUID_LINK.findall(text)
 
 
-def test_count_by_state_counts_every_state_with_zeros(dash_app):
+def test_count_by_state_counts_every_state_with_zeros(store_app):
     seed_known()
 
     assert dashboard_store.count_by_state() == {
@@ -120,7 +109,7 @@ def test_count_by_state_counts_every_state_with_zeros(dash_app):
     }
 
 
-def test_funnel_follows_only_records_created_in_the_range(dash_app):
+def test_funnel_follows_only_records_created_in_the_range(store_app):
     seed_known()
 
     assert dashboard_store.funnel(day(0), day(9)) == Funnel(5, 4, 3, 2)
@@ -137,7 +126,7 @@ def test_funnel_stages_give_conversion_rates_when_steps_are_filled_or_empty():
     assert {s.of_previous for s in empty} | {s.of_created for s in empty} == {None}
 
 
-def test_median_decision_time_is_exact_over_few_records_decided_in_the_range(dash_app):
+def test_median_decision_time_is_exact_over_few_records_decided_in_the_range(store_app):
     seed_known()
 
     # 1 h, 3 h, 26 h and 48 h: the middle two average 14.5 h.
@@ -150,7 +139,7 @@ def test_median_decision_time_is_exact_over_few_records_decided_in_the_range(das
     assert dashboard_store.median_decision_time(day(20), day(29)) is None
 
 
-def test_daily_series_counts_submissions_and_outcomes_per_day_with_zeros(dash_app):
+def test_daily_series_counts_submissions_and_outcomes_per_day_with_zeros(store_app):
     seed_known()
 
     series = dashboard_store.daily_series(day(0), day(4))
@@ -186,7 +175,7 @@ def test_nice_ceiling_rounds_up_to_a_round_number(value, ceiling):
     assert nice_ceiling(value) == ceiling
 
 
-def test_dashboard_shows_counts_funnel_median_and_a_chart_with_its_table(dash_app, signed_in):
+def test_dashboard_shows_counts_funnel_median_and_a_chart_with_its_table(store_app, signed_in):
     now = utcnow()
     add(VERIFIED, now - 2 * HOUR, link_issued_at=now - 2 * HOUR, decided_at=now - HOUR)
     add(FAILED, now - 3 * HOUR, link_issued_at=now - 3 * HOUR, decided_at=now - HOUR)
@@ -211,7 +200,7 @@ def test_dashboard_shows_counts_funnel_median_and_a_chart_with_its_table(dash_ap
 
 
 def test_dashboard_says_when_the_median_is_an_estimate_and_how_close(
-    dash_app, signed_in, monkeypatch
+    store_app, signed_in, monkeypatch
 ):
     now = utcnow()
     add(VERIFIED, now - 2 * HOUR, link_issued_at=now - 2 * HOUR, decided_at=now - HOUR)
@@ -229,14 +218,14 @@ def test_dashboard_says_when_the_median_is_an_estimate_and_how_close(
     assert "within ±2.5%" in estimated
 
 
-def test_dashboard_falls_back_to_thirty_days_when_the_range_is_unknown(dash_app, signed_in):
+def test_dashboard_falls_back_to_thirty_days_when_the_range_is_unknown(store_app, signed_in):
     response = signed_in.get("/admin?days=5")
 
     assert response.status_code == 200
     assert response.text.count('class="bar bar-submitted"') == 30
 
 
-def test_counts_json_returns_every_state_and_answers_304_to_its_etag(dash_app, signed_in):
+def test_counts_json_returns_every_state_and_answers_304_to_its_etag(store_app, signed_in):
     add(VERIFIED)
 
     first = signed_in.get("/admin/counts.json")
@@ -257,7 +246,7 @@ def test_counts_json_returns_every_state_and_answers_304_to_its_etag(dash_app, s
     assert again.status_code == 304
 
 
-def test_records_filter_by_state_and_created_date_range(dash_app, signed_in):
+def test_records_filter_by_state_and_created_date_range(store_app, signed_in):
     inside = add(VERIFIED, T0 + DAY + 23 * HOUR)
     add(FAILED, T0 + DAY)
     add(VERIFIED, T0)
@@ -277,7 +266,7 @@ def test_records_filter_by_state_and_created_date_range(dash_app, signed_in):
     assert uuids_in(response.text) == [inside.user_access_code, also_inside.user_access_code]
 
 
-def test_records_reject_an_end_date_before_the_start_date(dash_app, signed_in):
+def test_records_reject_an_end_date_before_the_start_date(store_app, signed_in):
     response = signed_in.get(
         "/admin/records", query_string={"created_from": "2025-03-03", "created_to": "2025-03-02"}
     )
@@ -310,7 +299,7 @@ PLANS = pytest.mark.parametrize("cap", [0, records_store.MAX_SORTED_MATCHES])
 
 
 @PLANS
-def test_records_search_finds_a_uuid_or_uuid_prefix(dash_app, signed_in, monkeypatch, cap):
+def test_records_search_finds_a_uuid_or_uuid_prefix(store_app, signed_in, monkeypatch, cap):
     monkeypatch.setattr(records_store, "MAX_SORTED_MATCHES", cap)
     for n, uac in enumerate((U1, U2, U3, U4, U5)):
         add(created=T0 + n * HOUR, uac=uac)
@@ -389,7 +378,7 @@ def test_records_reject_a_bad_page_cursor_with_400(sqlite_signed_in, after):
         ("updated_at", "asc", [2, 0, 1]),
     ],
 )
-def test_records_sort_by_created_or_updated_both_ways(dash_app, signed_in, sort, order, expected):
+def test_records_sort_by_created_or_updated_both_ways(store_app, signed_in, sort, order, expected):
     records = [
         add(created=T0, updated_at=T0 + 5 * DAY),
         add(created=T0 + DAY, updated_at=T0 + 6 * DAY),
@@ -412,7 +401,7 @@ def test_records_sort_by_created_or_updated_both_ways(dash_app, signed_in, sort,
     ],
 )
 def test_records_pages_miss_and_repeat_nothing_while_rows_arrive(
-    dash_app, signed_in, monkeypatch, query, cap
+    store_app, signed_in, monkeypatch, query, cap
 ):
     monkeypatch.setattr(records_store, "MAX_SORTED_MATCHES", cap)
     # Three records share each timestamp, so pages must break ties on id.
@@ -440,7 +429,7 @@ def test_records_pages_miss_and_repeat_nothing_while_rows_arrive(
 @PLANS
 @pytest.mark.parametrize("descending", [True, False])
 def test_records_sorted_by_update_within_a_creation_range_page_in_order(
-    dash_app, monkeypatch, cap, descending
+    store_app, monkeypatch, cap, descending
 ):
     monkeypatch.setattr(records_store, "MAX_SORTED_MATCHES", cap)
     inside = [add(created=T0 + n * HOUR, updated_at=T0 + (7 - n) * DAY) for n in range(5)]
@@ -458,7 +447,7 @@ def test_records_sorted_by_update_within_a_creation_range_page_in_order(
     assert rest.next_cursor is None
 
 
-def test_list_records_hands_back_a_cursor_only_when_more_rows_follow(dash_app):
+def test_list_records_hands_back_a_cursor_only_when_more_rows_follow(store_app):
     for n in range(4):
         add(created=T0 + n * HOUR)
 
@@ -476,7 +465,7 @@ def read_csv(response):
     return list(csv.reader(io.StringIO(response.get_data(as_text=True))))
 
 
-def test_export_streams_the_filtered_records_as_csv_and_audits_it(dash_app, signed_in):
+def test_export_streams_the_filtered_records_as_csv_and_audits_it(store_app, signed_in):
     wanted = add(
         VERIFIED,
         T0,
@@ -523,7 +512,7 @@ def test_export_streams_the_filtered_records_as_csv_and_audits_it(dash_app, sign
     assert (entry.admin, entry.detail) == ("ada", "state=verified sort=created_at order=desc")
 
 
-def test_export_neutralises_spreadsheet_formulas_in_provider_text(dash_app, signed_in):
+def test_export_neutralises_spreadsheet_formulas_in_provider_text(store_app, signed_in):
     statuses = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "fine"]
     for n, status in enumerate(statuses):
         add(created=T0 + n * HOUR, raw_status=status, verification_method="=HYPERLINK()")
@@ -549,7 +538,7 @@ def test_csv_cell_formats_times_and_defuses_formulas(value, cell):
         (RecordFilters(created_from=T0, sort="updated_at", descending=False), 1),
     ],
 )
-def test_iter_records_reads_in_keyset_batches_not_one_fetch(dash_app, filters, planning):
+def test_iter_records_reads_in_keyset_batches_not_one_fetch(store_app, filters, planning):
     for n in range(10):
         add(created=T0 + n * HOUR)
     statements = []
@@ -569,7 +558,7 @@ def test_iter_records_reads_in_keyset_batches_not_one_fetch(dash_app, filters, p
     assert all("LIMIT" in statement for statement in statements)
 
 
-def test_export_rejects_invalid_filters_with_400_and_audits_nothing(dash_app, signed_in):
+def test_export_rejects_invalid_filters_with_400_and_audits_nothing(store_app, signed_in):
     response = signed_in.get("/admin/records.csv?q=nothex")
 
     assert response.status_code == 400
@@ -577,7 +566,7 @@ def test_export_rejects_invalid_filters_with_400_and_audits_nothing(dash_app, si
     assert db.session.scalars(select(AuditEntry).where(AuditEntry.action == "export")).all() == []
 
 
-def test_provider_text_is_escaped_on_records_and_dashboard(dash_app, signed_in):
+def test_provider_text_is_escaped_on_records_and_dashboard(store_app, signed_in):
     add(NEEDS_REVIEW, utcnow(), raw_status=SCRIPT, verification_method=SCRIPT)
 
     for path in ("/admin", "/admin/records"):

@@ -10,12 +10,7 @@ import time
 import requests
 
 from portal.dev import redact
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.servers import free_port
 
 
 def wait_for(url, seconds=30):

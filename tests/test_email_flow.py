@@ -16,8 +16,9 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Verification
 from tests.conftest import VALID_FORM, FakeAuthenticate, make_app, status_uuid
+from tests.servers import free_port
 from tests.test_integration import complete_medallion, hidden_inputs, uuid_behind
-from tests.test_mail import Recorder, free_port, start_smtpd  # noqa: F401 (fixture)
+from tests.test_mail import Recorder, start_smtpd  # noqa: F401 (fixture)
 from tests.test_privacy import CANARY_AGENT, database_dump, session_cookie_payload
 
 ADDRESS = "dana.okafor@example.org"

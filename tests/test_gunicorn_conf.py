@@ -1,26 +1,15 @@
 """The production command, served for real: gunicorn with portal/gunicorn_conf.py."""
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
 from tests.conftest import TEST_WEBHOOK_SECRET
+from tests.servers import free_port, serving
 from tests.test_health import migrate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "eyJzZWNyZXQiOiJ0b2tlbiJ9.ZZZZ.not-a-real-signature-but-token-shaped"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,41 +33,9 @@ def served(tmp_path_factory):
         PORTAL_WEBHOOK_RATE_LIMIT="2 per hour",
     )
     output = tmp_path / "gunicorn.log"
-    with output.open("w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:portal.gunicorn_conf",
-                "portal:create_app()",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(server, base, output)
+    with serving(env, f"{base}/healthz", output):
         yield base, output
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-
-
-def wait_until_serving(server, base, output):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited:\n{output.read_text()}")
-        try:
-            requests.get(f"{base}/healthz", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    pytest.fail(f"gunicorn did not answer:\n{output.read_text()}")
 
 
 def test_gunicorn_serves_probes_and_pages_with_the_security_headers(served):

@@ -6,32 +6,12 @@ from html import unescape
 import pytest
 import redis
 
-from portal.extensions import db
-from tests.conftest import VALID_FORM, FakeAuthenticate, Onboarding, make_app
+from tests.conftest import VALID_FORM, Onboarding
 
 TOO_LARGE = "That request was larger than we accept. Please go back, shorten what you typed"
 LIMITED = "We've had too many new verifications in a short time"
 KEPT = "Your details are still here"
 TYPED = dict(VALID_FORM, first_name="Siobhán", last_name="O'Brien", email="s.obrien@example.org")
-
-
-@pytest.fixture
-def build(tmp_path):
-    """Build apps with a fake Authenticate; each call returns (app, fake)."""
-    apps = []
-
-    def make(database=None, **extra):
-        database = database or f"sqlite:///{tmp_path / f'limits{len(apps)}.sqlite3'}"
-        app = make_app(database, **extra)
-        fake = FakeAuthenticate()
-        app.extensions["portal.client"] = fake
-        apps.append(app)
-        return app, fake
-
-    yield make
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
 
 
 def from_address(app, address):

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import AuthResult
 from portal.extensions import db
 from portal.mail import LinkEmail, MailError, build_message, send_link_email
 from tests.conftest import make_app
+from tests.servers import free_port
 
 ADDRESS = "dana.okafor@example.org"
 RESUME_URL = "https://portal.example.test/resume/resume-token.abc"
@@ -27,12 +28,6 @@ SENDER = "Identity check <no-reply@portal.example.test>"
 SUBJECT = "Continue your identity verification"
 LINK = LinkEmail(to=ADDRESS, first_name="Dana", resume_url=RESUME_URL, status_url=STATUS_URL)
 EVIL = "evil@example.org"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Recorder:

@@ -2,13 +2,8 @@
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -20,9 +15,9 @@ from portal import create_app, store
 from portal.client import AuthenticateClient, AuthenticateError
 from portal.extensions import db
 from tests.conftest import TEST_WEBHOOK_SECRET, base_config, make_app
+from tests.servers import free_port, serving
 from tests.test_integration import complete_medallion, onboard, uuid_behind
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "metrics-token-0123456789abcdefghijklmnop"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HOOK = f"/webhooks/authenticate/{TEST_WEBHOOK_SECRET}"
@@ -272,22 +267,6 @@ def test_an_onboarding_against_the_sandbox_shows_in_one_scrape(live):
 # --- under gunicorn ----------------------------------------------------------------------
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_up(url, process, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            return requests.get(url, timeout=1)
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise AssertionError(f"gunicorn did not answer at {url}")
-
-
 @pytest.fixture
 def gunicorn(tmp_path):
     """The portal under gunicorn with the production config file: 2 workers, 2 threads."""
@@ -311,29 +290,10 @@ def gunicorn(tmp_path):
         GUNICORN_WORKERS="2",
         GUNICORN_THREADS="2",
     )
-    stdout = (tmp_path / "stdout").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:portal.gunicorn_conf",
-            "portal:create_app()",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=stdout,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_until_up(f"{url}/", process).status_code == 200
+    # stdout gets only the JSON lines; gunicorn's own log goes to a file of its own.
+    with serving(env, f"{url}/", tmp_path / "stdout", stderr=tmp_path / "stderr"):
         yield url, f"http://127.0.0.1:{metrics_port}", tmp_path / "metrics"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        stdout.close()
 
 
 def test_requests_spread_over_gunicorn_workers_all_show_in_one_scrape(gunicorn, tmp_path):

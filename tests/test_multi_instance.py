@@ -10,14 +10,12 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -28,22 +26,16 @@ from sqlalchemy.engine import make_url
 from portal import sandbox
 from portal.models import Verification, WebhookEvent
 from tests.conftest import POSTGRES_URL, VALID_FORM, empty_redis, skip_or_fail
+from tests.servers import ROOT, free_port, start_gunicorn, wait_until_serving
 
 pytestmark = pytest.mark.postgres
 
-ROOT = Path(__file__).resolve().parent.parent
 USERS = 12
 OUTCOMES = {"verified": "verified", "failed": "failed", "review": "needs_review"}
 KILL_AFTER = 0.3  # share of the run's deliveries made before instance A is killed
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 SUBMIT_KEY_FIELD = re.compile(r'name="submit_key" type="hidden" value="([^"]+)"')
 MEDALLION_LINK = re.compile(r'id="medallion-link" href="([^"]+)"')
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(predicate, seconds, what):
@@ -91,29 +83,11 @@ class Instance:
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf"),
-                    *("--bind", f"127.0.0.1:{port}", "portal:create_app()"),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        bind = ("--bind", f"127.0.0.1:{port}")
+        self.process = start_gunicorn(env, log_path, *bind, start_new_session=True)
 
     def wait_ready(self):
-        def ready():
-            if self.process.poll() is not None:
-                raise AssertionError(f"instance {self.name} exited:\n{self.log_tail()}")
-            try:
-                return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, 30, f"instance {self.name} to be ready")
+        wait_until_serving(self.process, f"{self.url}/readyz", self.log_path)
 
     def kill(self):
         """Kill -9 the master and its workers at once, as a crashed machine would."""
@@ -132,9 +106,6 @@ class Instance:
         except ProcessLookupError:
             pass
         self.process.wait(timeout=10)
-
-    def log_tail(self, lines=30):
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
 import email
 import email.policy
+import functools
 import re
 
 import pytest
 
-from portal.extensions import db
-from tests.conftest import VALID_FORM, FakeAuthenticate, Onboarding, make_app, submit_key_from
+from tests.conftest import VALID_FORM, Onboarding, make_app, submit_key_from
 
 EXTERNAL_URL = "https://portal.example.test"
 EVIL = "evil.example"
@@ -24,24 +24,10 @@ PROXY = "10.0.0.2"
 
 
 @pytest.fixture
-def build(tmp_path):
-    """Build apps with a fake Authenticate and an outbox; each call returns (app, fake)."""
-    apps = []
-
-    def make(database=None, **extra):
-        config = dict(MAIL_BACKEND="outbox", MAIL_OUTBOX_DIR=str(tmp_path / "outbox"))
-        config.update(extra)
-        database = database or f"sqlite:///{tmp_path / f'proxies{len(apps)}.sqlite3'}"
-        app = make_app(database, **config)
-        fake = FakeAuthenticate()
-        app.extensions["portal.client"] = fake
-        apps.append(app)
-        return app, fake
-
-    yield make
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
+def build(build, tmp_path):
+    """conftest's `build`, each app writing its mail to tmp_path/outbox (see outbox_text)."""
+    outbox = str(tmp_path / "outbox")
+    return functools.partial(build, MAIL_BACKEND="outbox", MAIL_OUTBOX_DIR=outbox)
 
 
 def outbox_text(tmp_path):
@@ -146,17 +132,22 @@ def csrf_token_from(html):
     return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
 
 
+def submit_across(first, second):
+    """Get the form from `first`, then post it to `second` with first's session and token."""
+    on_first, on_second = first.test_client(), second.test_client()
+    html = on_first.get("/").text
+    on_second.set_cookie("session", on_first.get_cookie("session").value)
+    data = dict(VALID_FORM, csrf_token=csrf_token_from(html), submit_key=submit_key_from(html))
+    return on_second.post("/", data=data)
+
+
 def test_a_csrf_token_from_one_instance_is_accepted_by_another(build):
     # Two instances built from the same configuration, sharing one database: separate
     # create_app() objects, as two gunicorn processes on two machines would be.
     first, _ = build(WTF_CSRF_ENABLED=True)
     second, fake = build(first.config["SQLALCHEMY_DATABASE_URI"], WTF_CSRF_ENABLED=True)
-    on_first, on_second = first.test_client(), second.test_client()
 
-    html = on_first.get("/").text
-    on_second.set_cookie("session", on_first.get_cookie("session").value)
-    data = dict(VALID_FORM, csrf_token=csrf_token_from(html), submit_key=submit_key_from(html))
-    response = on_second.post("/", data=data)
+    response = submit_across(first, second)
 
     assert response.status_code == 303
     assert len(fake.users) == 1
@@ -165,12 +156,8 @@ def test_a_csrf_token_from_one_instance_is_accepted_by_another(build):
 def test_a_csrf_token_is_refused_by_an_instance_with_another_secret_key(build):
     first, _ = build(WTF_CSRF_ENABLED=True)
     other, fake = build(WTF_CSRF_ENABLED=True, SECRET_KEY="another-secret-key")
-    on_first, on_other = first.test_client(), other.test_client()
 
-    html = on_first.get("/").text
-    on_other.set_cookie("session", on_first.get_cookie("session").value)
-    data = dict(VALID_FORM, csrf_token=csrf_token_from(html), submit_key=submit_key_from(html))
-    response = on_other.post("/", data=data)
+    response = submit_across(first, other)
 
     assert response.status_code == 400
     assert fake.users == []

@@ -26,16 +26,6 @@ OLD = 400  # days; older than the default retention of 365
 RECENT = 2
 
 
-@pytest.fixture
-def retention_app(database_url):
-    """An app on each backend, with its app context pushed for the whole test."""
-    app = make_app(database_url)
-    with app.app_context():
-        yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
 def days_ago(days):
     return utcnow() - timedelta(days=days)
 
@@ -124,7 +114,7 @@ def counts_from(output):
 # --- purge ---------------------------------------------------------------------------------
 
 
-def test_purge_deletes_idle_records_with_their_events_and_keeps_active_ones(retention_app):
+def test_purge_deletes_idle_records_with_their_events_and_keeps_active_ones(store_app):
     decided = add_record(OLD, statuses=("started", "verified"))
     abandoned = add_record(OLD)
     new = add_record(0)
@@ -134,7 +124,7 @@ def test_purge_deletes_idle_records_with_their_events_and_keeps_active_ones(rete
     poked = add_record(OLD, statuses=("started",))
     add_event(poked, None, 1, event_type="USER_PII_UPDATE")
 
-    result = run(retention_app, "purge")
+    result = run(store_app, "purge")
 
     assert result.exit_code == 0, result.output
     assert counts_from(result.output) == {
@@ -149,7 +139,7 @@ def test_purge_deletes_idle_records_with_their_events_and_keeps_active_ones(rete
     assert decided not in submission_codes() and abandoned not in submission_codes()
 
 
-def test_purge_deletes_old_orphan_events_and_unfinished_claims(retention_app):
+def test_purge_deletes_old_orphan_events_and_unfinished_claims(store_app):
     old_orphan = str(uuid.uuid4())
     new_orphan = str(uuid.uuid4())
     add_event(old_orphan, "verified", OLD)
@@ -157,7 +147,7 @@ def test_purge_deletes_old_orphan_events_and_unfinished_claims(retention_app):
     old_claim = add_claim(OLD)
     new_claim = add_claim(RECENT)
 
-    result = run(retention_app, "purge")
+    result = run(store_app, "purge")
 
     assert result.exit_code == 0, result.output
     assert counts_from(result.output) == {
@@ -171,13 +161,13 @@ def test_purge_deletes_old_orphan_events_and_unfinished_claims(retention_app):
     assert new_claim in keys and old_claim not in keys
 
 
-def test_purge_works_through_more_rows_than_one_batch(retention_app):
+def test_purge_works_through_more_rows_than_one_batch(store_app):
     old = {add_record(OLD, statuses=("started",)) for _ in range(5)}
     for _ in range(3):
         add_event(str(uuid.uuid4()), "started", OLD)
     kept = add_record(RECENT)
 
-    result = run(retention_app, "purge", "--batch-size", "2")
+    result = run(store_app, "purge", "--batch-size", "2")
 
     assert result.exit_code == 0, result.output
     assert counts_from(result.output) == {
@@ -190,13 +180,13 @@ def test_purge_works_through_more_rows_than_one_batch(retention_app):
     assert event_codes() == set()
 
 
-def test_purge_dry_run_counts_and_deletes_nothing(retention_app):
+def test_purge_dry_run_counts_and_deletes_nothing(store_app):
     old = add_record(OLD, statuses=("started", "failed"))
     add_event(str(uuid.uuid4()), "started", OLD)
     add_claim(OLD)
     kept = add_record(RECENT)
 
-    result = run(retention_app, "purge", "--dry-run")
+    result = run(store_app, "purge", "--dry-run")
 
     assert result.exit_code == 0, result.output
     assert "nothing deleted" in result.output.splitlines()[0]
@@ -228,23 +218,23 @@ def test_purge_age_comes_from_the_setting_and_older_than_overrides_it(database_u
 
 
 @pytest.mark.parametrize("days", ["0", "-5", "soon"])
-def test_purge_refuses_an_age_that_is_not_a_positive_number_of_days(retention_app, days):
+def test_purge_refuses_an_age_that_is_not_a_positive_number_of_days(store_app, days):
     code = add_record(0)
 
-    result = run(retention_app, "purge", "--older-than", days)
+    result = run(store_app, "purge", "--older-than", days)
 
     assert result.exit_code == 2
     assert "--older-than" in result.output
     assert codes() == {code}
 
 
-def test_purge_writes_its_counts_to_the_audit_log(retention_app, monkeypatch):
+def test_purge_writes_its_counts_to_the_audit_log(store_app, monkeypatch):
     monkeypatch.setenv("LOGNAME", "ops")
     monkeypatch.setenv("USER", "ops")
     add_record(OLD, statuses=("verified",))
 
-    run(retention_app, "purge")
-    run(retention_app, "purge", "--by", "ada (ticket 42)")
+    run(store_app, "purge")
+    run(store_app, "purge", "--by", "ada (ticket 42)")
 
     first, second = audit()
     assert (first.admin, first.action, first.user_access_code) == ("cli:ops", "purge", None)
@@ -253,14 +243,14 @@ def test_purge_writes_its_counts_to_the_audit_log(retention_app, monkeypatch):
     assert "0 records" in second.detail
 
 
-def test_purge_takes_deleted_records_out_of_the_dashboard_counts(retention_app):
+def test_purge_takes_deleted_records_out_of_the_dashboard_counts(store_app):
     add_record(OLD, statuses=("started", "verified"))
     add_record(OLD, statuses=("review",))
     add_record(RECENT, created_days=OLD, statuses=("started", "failed"))
     add_record(0)
     rollup.rebuild()  # the records were back-dated after the roll-up counted them
 
-    assert run(retention_app, "purge").exit_code == 0
+    assert run(store_app, "purge").exit_code == 0
 
     def snapshot():
         days = db.session.execute(select(DailyCount).order_by(DailyCount.day, DailyCount.state))
@@ -276,7 +266,7 @@ def test_purge_takes_deleted_records_out_of_the_dashboard_counts(retention_app):
     assert sum(row[2] for row in kept[0]) == 2
 
 
-def test_purge_stops_and_audits_what_it_did_when_the_database_fails(retention_app, monkeypatch):
+def test_purge_stops_and_audits_what_it_did_when_the_database_fails(store_app, monkeypatch):
     add_record(OLD)
     add_event(str(uuid.uuid4()), "started", OLD)
 
@@ -294,11 +284,11 @@ def test_purge_stops_and_audits_what_it_did_when_the_database_fails(retention_ap
 # --- erase ---------------------------------------------------------------------------------
 
 
-def test_erase_removes_one_uuid_and_writes_the_audit_entry(retention_app):
+def test_erase_removes_one_uuid_and_writes_the_audit_entry(store_app):
     code = add_record(0, statuses=("started", "review"))
     other = add_record(0, statuses=("started",))
 
-    result = run(retention_app, "erase", code.upper(), "--by", "ada")
+    result = run(store_app, "erase", code.upper(), "--by", "ada")
 
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == f"Erased {code}:"
@@ -313,22 +303,22 @@ def test_erase_removes_one_uuid_and_writes_the_audit_entry(retention_app):
     assert (entry.admin, entry.action, entry.user_access_code) == ("ada", "erase", code)
 
 
-def test_erase_removes_orphan_events_of_an_unknown_uuid(retention_app):
+def test_erase_removes_orphan_events_of_an_unknown_uuid(store_app):
     code = str(uuid.uuid4())
     add_event(code, "verified", RECENT)
 
-    result = run(retention_app, "erase", code)
+    result = run(store_app, "erase", code)
 
     assert result.exit_code == 0, result.output
     assert counts_from(result.output)["orphan events"] == 1
     assert event_codes() == set()
 
 
-def test_erase_of_a_uuid_nothing_is_held_for_fails_clearly(retention_app):
+def test_erase_of_a_uuid_nothing_is_held_for_fails_clearly(store_app):
     code = str(uuid.uuid4())
     add_record(0)
 
-    result = run(retention_app, "erase", code)
+    result = run(store_app, "erase", code)
 
     assert result.exit_code == 1
     assert f"Nothing is held for {code}" in result.output
@@ -336,20 +326,20 @@ def test_erase_of_a_uuid_nothing_is_held_for_fails_clearly(retention_app):
 
 
 @pytest.mark.parametrize("value", ["not-a-uuid", "", "3f6c2a9e-8d41-4b7a-9c15", "' OR 1=1 --"])
-def test_erase_refuses_text_that_is_not_a_uuid(retention_app, value):
+def test_erase_refuses_text_that_is_not_a_uuid(store_app, value):
     code = add_record(0)
 
-    result = run(retention_app, "erase", value)
+    result = run(store_app, "erase", value)
 
     assert result.exit_code == 2
     assert "is not a UUID" in result.output
     assert codes() == {code} and audit() == []
 
 
-def test_erase_refuses_an_empty_actor_name(retention_app):
+def test_erase_refuses_an_empty_actor_name(store_app):
     code = add_record(0)
 
-    result = run(retention_app, "erase", code, "--by", "  ")
+    result = run(store_app, "erase", code, "--by", "  ")
 
     assert result.exit_code == 2 and "--by" in result.output
     assert codes() == {code}

@@ -196,19 +196,10 @@ def test_rollup_equals_a_recount_after_any_sequence_of_store_writes(request, bac
             db.engine.dispose()
 
 
-@pytest.fixture
-def rollup_app(database_url):
-    app = make_app(database_url)
-    with app.app_context():
-        yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
 def test_median_reads_the_histogram_within_its_precision_above_the_exact_limit(
-    rollup_app, clock, monkeypatch
+    store_app, clock, monkeypatch
 ):
-    table = status_map(rollup_app.config)
+    table = status_map(store_app.config)
     # Decision times spread from a second to about a week.
     seconds = [math.exp(n * 0.37) for n in range(37)]
     for n, wait in enumerate(seconds):
@@ -241,12 +232,12 @@ def test_decision_bucket_puts_under_a_second_first_then_steps_by_five_percent(se
     assert rollup.decision_bucket(seconds) == bucket
 
 
-def test_rebuild_command_recounts_records_written_behind_the_stores_back(rollup_app):
+def test_rebuild_command_recounts_records_written_behind_the_stores_back(store_app):
     db.session.add(Verification(user_access_code="a" * 36, state=VERIFIED, created_at=BASE))
     db.session.commit()
     before = dashboard_store.count_by_state()[VERIFIED]
 
-    result = rollup_app.test_cli_runner().invoke(args=["dashboard", "rebuild"])
+    result = store_app.test_cli_runner().invoke(args=["dashboard", "rebuild"])
 
     assert result.exit_code == 0, result.output
     assert "Rebuilt the dashboard roll-up from 1 record." in result.output

@@ -22,16 +22,6 @@ T3 = T1 + timedelta(minutes=9)
 HOOK = f"/webhooks/authenticate/{TEST_WEBHOOK_SECRET}"
 
 
-@pytest.fixture
-def store_app(database_url):
-    """An app on each backend, with its app context pushed for the whole test."""
-    app = make_app(database_url)
-    with app.app_context():
-        yield app
-        db.session.remove()
-        db.engine.dispose()
-
-
 def incoming(event_id, status="verified", at=T1, uac=UAC, event_type=store.STATUS_EVENT):
     return store.IncomingEvent(
         event_id=event_id,
