@@ -315,3 +315,21 @@ def test_browser_next_step_page_can_stay_to_scan_the_qr_code(live, page):
     expect(page.locator("#forward-text")).to_contain_text("We'll wait here")
     page.get_by_role("link", name="Continue to verification").click()
     page.wait_for_url(f"{live.sandbox_url}/?token=*", timeout=15_000)
+
+
+def test_browser_phone_is_not_asked_to_scan_a_code_with_itself(live, browser):
+    from playwright.sync_api import expect
+
+    live.portal_app.config["NEXT_STEP_REDIRECT_SECONDS"] = 60
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, locale="en-US"
+    )
+    try:
+        page = phone.new_page()
+        page.goto(f"{live.portal_url}/")
+        fill_form(page, "Dana")
+        page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_role("link", name="Continue to verification")).to_be_visible()
+        expect(page.locator(".handoff-to-phone")).to_be_hidden()
+    finally:
+        phone.close()
