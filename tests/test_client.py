@@ -1,7 +1,9 @@
 """Drive the real AuthenticateClient over a real requests.Session, with `responses` as the wire."""
 
+import http.server
 import json
 import logging
+import threading
 from datetime import date
 
 import pytest
@@ -672,3 +674,68 @@ def test_from_config_sends_no_workflow_id_when_setting_unset(mocked, extra):
     assert client.workflow_id is None
     assert sent_json(mocked.calls[0]) == {"userAccessCode": UAC, "redirectURL": REDIRECT}
     assert mocked.calls[0].request.req_kwargs["timeout"] == (3.05, 10.0)
+
+
+# --- the session: environment read once ----------------------------------------------------
+
+
+@pytest.fixture
+def forward_proxy():
+    """A plain HTTP proxy stand-in on loopback: records each request line, answers for all."""
+    seen = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"userAccessCode": UAC}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def client_from_config(base_url):
+    return AuthenticateClient.from_config(
+        {
+            "AUTHENTICATE_API_URL": base_url,
+            "AUTHENTICATE_API_KEY": API_KEY,
+            "AUTHENTICATE_VERIFY_URL": VERIFY_URL,
+            "AUTHENTICATE_CONNECT_TIMEOUT": 1,
+            "AUTHENTICATE_READ_TIMEOUT": 2,
+        }
+    )
+
+
+def test_client_goes_through_the_proxy_set_for_the_process(forward_proxy, monkeypatch):
+    proxy_url, seen = forward_proxy
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    created = call_create_user(client_from_config("http://authenticate.invalid/mock"))
+
+    assert created.user_access_code == UAC
+    assert seen == ["http://authenticate.invalid/mock/user/create"]
+
+
+def test_client_skips_the_proxy_for_hosts_in_no_proxy(forward_proxy, monkeypatch):
+    proxy_url, seen = forward_proxy
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.setenv("NO_PROXY", "authenticate.invalid")
+
+    with pytest.raises(AuthenticateUnavailable):
+        call_create_user(client_from_config("http://authenticate.invalid/mock"))
+
+    assert seen == []
