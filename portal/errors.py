@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
@@ -58,6 +59,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response | str, int]:
         return render_error(exc.code or 500)
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> tuple[Response | str, int]:
+        # Flask-WTF's reasons are fixed sentences ("The referrer header is missing."), so
+        # they can be logged; without them a refused form is a bare 400 in the log.
+        logger.warning("form refused by the CSRF check: %s", exc.description)
+        return render_error(400)
 
     @app.errorhandler(InternalServerError)
     def server_error(exc: InternalServerError) -> tuple[Response | str, int]:

@@ -114,7 +114,9 @@ def add_security_headers(response: Response) -> Response:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     # Status and next-step URLs carry a signed token: never send them to another site.
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    # Not no-referrer: over https Flask-WTF's CSRF check needs a same-origin Referer on
+    # every POST, and a browser told no-referrer sends none, so every form would fail.
+    headers.setdefault("Referrer-Policy", "same-origin")
     if current_app.config["EXTERNAL_URL"].startswith("https://"):
         headers.setdefault("Strict-Transport-Security", HSTS)
     return response

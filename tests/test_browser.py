@@ -333,3 +333,46 @@ def test_browser_phone_is_not_asked_to_scan_a_code_with_itself(live, browser):
         expect(page.locator(".handoff-to-phone")).to_be_hidden()
     finally:
         phone.close()
+
+
+@pytest.fixture
+def https_portal(tmp_path):
+    """The portal served over TLS (a throwaway self-signed certificate), CSRF on, as behind
+    a TLS proxy: Flask-WTF then also insists on a same-origin Referer on every POST."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.conftest import FakeAuthenticate, make_app
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    app = make_app(f"sqlite:///{tmp_path / 'https.sqlite3'}", WTF_CSRF_ENABLED=True)
+    app.extensions["portal.client"] = FakeAuthenticate()
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=(str(cert), str(key)))
+    url = f"https://127.0.0.1:{server.port}"
+    app.config.update(EXTERNAL_URL=url, SESSION_COOKIE_SECURE=True, NEXT_STEP_REDIRECT_SECONDS=60)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+def test_browser_form_posts_work_over_https(https_portal, browser):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(ignore_https_errors=True, locale="en-US")
+    try:
+        page = context.new_page()
+        page.goto(f"{https_portal}/")
+        fill_form(page, "Dana")
+        page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_role("link", name="Continue to verification")).to_be_visible()
+    finally:
+        context.close()

@@ -95,7 +95,7 @@ def test_every_response_carries_the_security_headers(site, name):
     assert directives["form-action"] == "'self'"
     assert "unsafe" not in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "same-origin"
     assert "camera=()" in response.headers["Permissions-Policy"]
     assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
     if name in NO_STORE:

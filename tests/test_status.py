@@ -120,7 +120,7 @@ def test_status_page_is_private_polite_and_polls(client, verification, state):
     response = client.get(f"/status/{token}")
 
     assert response.headers["Cache-Control"] == "no-store"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "same-origin"
     assert 'role="status" aria-live="polite"' in response.text
     assert '<script src="/static/status.js" defer></script>' in response.text
     assert f'data-poll-url="/status/{token}.json"' in response.text
