@@ -78,7 +78,7 @@ MIX_REQUESTS = int(os.environ.get("BENCH_SUBMIT_REQUESTS", "10000"))
 POLLS = 6  # status polls per journey in the memory mix
 TIMEOUT = 30  # seconds a simulated browser waits for an answer
 
-SERVING = ["-c", "python:portal.gunicorn_conf"]
+SERVING = ["-c", str(ROOT / "portal" / "gunicorn_conf.py")]
 HIDDEN = re.compile(r'<input[^>]*name="(csrf_token|submit_key)"[^>]*value="([^"]*)"')
 NEXT_STEP = re.compile(r"/status/([^/?#]+)/continue")
 FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}

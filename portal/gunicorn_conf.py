@@ -1,6 +1,10 @@
-"""Gunicorn settings for production.
+"""Gunicorn settings for production. Load this file by its path, from the checkout:
 
-    gunicorn -c python:portal.gunicorn_conf 'portal:create_app()'
+    gunicorn -c portal/gunicorn_conf.py 'portal:create_app()'
+
+(Not as `python:portal.gunicorn_conf`: that imports the portal package, and with it
+prometheus_client, before this file can name the metrics folder; each worker would then
+count alone and the metrics would show almost nothing. The file refuses to load that way.)
 
 Each value can be changed through the GUNICORN_* environment variable named next to it.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +56,10 @@ keepalive = _int_env("GUNICORN_KEEPALIVE", 5)
 # client address, both of which the portal keeps out of its logs. The app logs each
 # request itself, without them. Errors still go to stderr.
 accesslog = None
+# gunicorn 27's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl):
+# two instances on one host would take it from each other, and the service user's home may
+# not be writable. Nothing here uses it. (Older gunicorn ignores the unknown name.)
+control_socket_disable = True
 errorlog = "-"
 
 # Forwarded headers are interpreted in one place only: the app's ProxyFix, which trusts
@@ -67,6 +76,13 @@ secure_scheme_headers: dict[str, str] = {}
 # started by USR2 (new binary) sees the folder its parent made and makes its own as well.
 _MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _MADE_BY = "PORTAL_METRICS_DIR_MADE_BY"
+if "gunicorn.arbiter" in sys.modules and "prometheus_client" in sys.modules:
+    if not os.environ.get(_MULTIPROC_DIR):
+        raise RuntimeError(
+            "load the gunicorn config by path: gunicorn -c portal/gunicorn_conf.py "
+            "'portal:create_app()' (as python:portal.gunicorn_conf it imports prometheus_client "
+            "before PROMETHEUS_MULTIPROC_DIR is set, and each worker's metrics would stay apart)"
+        )
 if not os.environ.get(_MULTIPROC_DIR) or os.environ.get(_MADE_BY, str(os.getpid())) != str(
     os.getpid()
 ):

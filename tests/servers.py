@@ -12,7 +12,7 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf"]
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "portal/gunicorn_conf.py"]
 
 
 def free_port():
@@ -22,7 +22,7 @@ def free_port():
 
 
 def start_gunicorn(env, output, *options, stderr=None, **popen):
-    """Start `gunicorn -c python:portal.gunicorn_conf 'portal:create_app()'` from the checkout.
+    """Start `gunicorn -c portal/gunicorn_conf.py 'portal:create_app()'` from the checkout.
 
     Its stdout is appended to the file `output`, and its stderr (gunicorn's own log) too
     unless `stderr` names a file of its own. `options` go before the app, `popen` to Popen.

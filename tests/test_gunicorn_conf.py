@@ -8,7 +8,9 @@ import requests
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.servers import free_port, serving
 from tests.test_health import migrate
+from tests.test_metrics import value
 
+METRICS_TOKEN = "metrics-token-for-the-gunicorn-test-0123456789"
 TOKEN = "eyJzZWNyZXQiOiJ0b2tlbiJ9.ZZZZ.not-a-real-signature-but-token-shaped"
 
 
@@ -19,7 +21,11 @@ def served(tmp_path_factory):
     sqlite_url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
     migrate(sqlite_url)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "FLASK_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PORTAL_", "FLASK_", "PROMETHEUS_"))
+    }
     env.update(
         GUNICORN_BIND=f"127.0.0.1:{port}",
         GUNICORN_WORKERS="1",
@@ -78,3 +84,46 @@ def test_gunicorn_passes_the_forwarded_client_address_through_to_rate_limits(ser
     # PORTAL_TRUSTED_PROXIES=1: the proxy's last hop is the client, each with its own count.
     assert first == [404, 404, 429]
     assert other == 404
+
+
+def test_metrics_add_up_every_worker_with_only_the_readme_command(tmp_path):
+    """No PROMETHEUS_MULTIPROC_DIR given: the config file must still make the workers share."""
+    sqlite_url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    migrate(sqlite_url)
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PORTAL_", "FLASK_", "PROMETHEUS_"))
+    }
+    env.update(
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS="2",
+        GUNICORN_THREADS="2",
+        PORTAL_SECRET_KEY="gunicorn-test-secret-key-0123456789",
+        PORTAL_AUTHENTICATE_API_KEY="gunicorn-test-api-key",
+        PORTAL_WEBHOOK_SECRET=TEST_WEBHOOK_SECRET,
+        PORTAL_DATABASE_URL=sqlite_url,
+        PORTAL_EXTERNAL_URL="https://portal.example.test",
+        PORTAL_METRICS_TOKEN=METRICS_TOKEN,
+    )
+    base = f"http://127.0.0.1:{port}"
+    with serving(env, f"{base}/healthz", tmp_path / "gunicorn.log"):
+        counts_every_worker(base)
+
+
+def counts_every_worker(base):
+    auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    labels = dict(route="/healthz", method="GET", status="200")
+
+    def healthz_count():
+        response = requests.get(f"{base}/metrics", headers=auth, timeout=5)
+        assert response.status_code == 200
+        return value(response.text, "portal_http_requests_total", **labels)
+
+    before = healthz_count()
+    for _ in range(30):
+        requests.get(f"{base}/healthz", timeout=5)
+
+    # Each scrape is answered by whichever worker accepts it; every one must see all 30.
+    assert [healthz_count() - before for _ in range(6)] == [30] * 6
