@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cache
 from typing import Any, Protocol
 
 from sqlalchemy import Table, delete, insert, select, text
@@ -193,21 +194,31 @@ def forget(records: Iterable[RecordLike]) -> None:
 def _write(change: Tally) -> None:
     # Rows in key order: two writers touching the same rows lock them in the same order,
     # so they queue instead of deadlocking.
-    _upsert(DailyCount.__table__, ["day", "state"], DAY_COLUMNS, change.day_rows())
-    _upsert(DecisionTimeCount.__table__, ["day", "bucket"], ("decided",), change.time_rows())
+    _upsert(DailyCount.__table__, ("day", "state"), change.day_rows())
+    _upsert(DecisionTimeCount.__table__, ("day", "bucket"), change.time_rows())
 
 
-def _upsert(
-    table: Any, keys: list[str], columns: Iterable[str], rows: list[dict[str, Any]]
-) -> None:
+def _upsert(table: Any, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    statement = UPSERT_INSERTS[db.session.get_bind().dialect.name](table).values(rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=keys,
-        set_={name: table.c[name] + statement.excluded[name] for name in columns},
+    statement = _upsert_statement(db.session.get_bind().dialect.name, table, keys)
+    # One statement with the rows as parameters (executed in their key order), so its SQL
+    # is compiled once per process rather than once per write.
+    db.session.execute(statement, rows)
+
+
+@cache
+def _upsert_statement(dialect: str, table: Any, keys: tuple[str, ...]) -> Any:
+    """Return INSERT ... ON CONFLICT (keys) DO UPDATE adding each counter column."""
+    statement = UPSERT_INSERTS[dialect](table)
+    return statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={
+            column.name: column + statement.excluded[column.name]
+            for column in table.c
+            if column.name not in keys
+        },
     )
-    db.session.execute(statement)
 
 
 def rebuild() -> int:
