@@ -1,6 +1,7 @@
 """The production command, served for real: gunicorn with portal/gunicorn_conf.py."""
 
 import os
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -14,10 +15,12 @@ METRICS_TOKEN = "metrics-token-for-the-gunicorn-test-0123456789"
 TOKEN = "eyJzZWNyZXQiOiJ0b2tlbiJ9.ZZZZ.not-a-real-signature-but-token-shaped"
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """Serve the portal as the README says; yield (base URL, path of its combined output)."""
-    tmp_path = tmp_path_factory.mktemp("gunicorn")
+@contextmanager
+def production_gunicorn(tmp_path, **settings):
+    """Serve the portal as the README says, on a migrated SQLite file; yield its base URL.
+
+    Only this environment reaches it: no PORTAL_*, FLASK_* or PROMETHEUS_* from the test run.
+    """
     sqlite_url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
     migrate(sqlite_url)
     port = free_port()
@@ -28,20 +31,28 @@ def served(tmp_path_factory):
     }
     env.update(
         GUNICORN_BIND=f"127.0.0.1:{port}",
-        GUNICORN_WORKERS="1",
         GUNICORN_THREADS="2",
         PORTAL_SECRET_KEY="gunicorn-test-secret-key-0123456789",
         PORTAL_AUTHENTICATE_API_KEY="gunicorn-test-api-key",
         PORTAL_WEBHOOK_SECRET=TEST_WEBHOOK_SECRET,
         PORTAL_DATABASE_URL=sqlite_url,
         PORTAL_EXTERNAL_URL="https://portal.example.test",
-        PORTAL_TRUSTED_PROXIES="1",
-        PORTAL_WEBHOOK_RATE_LIMIT="2 per hour",
+        **settings,
     )
-    output = tmp_path / "gunicorn.log"
     base = f"http://127.0.0.1:{port}"
-    with serving(env, f"{base}/healthz", output):
-        yield base, output
+    with serving(env, f"{base}/healthz", tmp_path / "gunicorn.log"):
+        yield base
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One worker behind one trusted proxy; yield (base URL, path of its combined output)."""
+    tmp_path = tmp_path_factory.mktemp("gunicorn")
+    settings = dict(
+        GUNICORN_WORKERS="1", PORTAL_TRUSTED_PROXIES="1", PORTAL_WEBHOOK_RATE_LIMIT="2 per hour"
+    )
+    with production_gunicorn(tmp_path, **settings) as base:
+        yield base, tmp_path / "gunicorn.log"
 
 
 def test_gunicorn_serves_probes_and_pages_with_the_security_headers(served):
@@ -88,27 +99,8 @@ def test_gunicorn_passes_the_forwarded_client_address_through_to_rate_limits(ser
 
 def test_metrics_add_up_every_worker_with_only_the_readme_command(tmp_path):
     """No PROMETHEUS_MULTIPROC_DIR given: the config file must still make the workers share."""
-    sqlite_url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
-    migrate(sqlite_url)
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PORTAL_", "FLASK_", "PROMETHEUS_"))
-    }
-    env.update(
-        GUNICORN_BIND=f"127.0.0.1:{port}",
-        GUNICORN_WORKERS="2",
-        GUNICORN_THREADS="2",
-        PORTAL_SECRET_KEY="gunicorn-test-secret-key-0123456789",
-        PORTAL_AUTHENTICATE_API_KEY="gunicorn-test-api-key",
-        PORTAL_WEBHOOK_SECRET=TEST_WEBHOOK_SECRET,
-        PORTAL_DATABASE_URL=sqlite_url,
-        PORTAL_EXTERNAL_URL="https://portal.example.test",
-        PORTAL_METRICS_TOKEN=METRICS_TOKEN,
-    )
-    base = f"http://127.0.0.1:{port}"
-    with serving(env, f"{base}/healthz", tmp_path / "gunicorn.log"):
+    settings = dict(GUNICORN_WORKERS="2", PORTAL_METRICS_TOKEN=METRICS_TOKEN)
+    with production_gunicorn(tmp_path, **settings) as base:
         counts_every_worker(base)
 
 
