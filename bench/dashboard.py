@@ -85,6 +85,7 @@ from sqlalchemy.engine import Engine, make_url  # noqa: E402
 from bench import run  # noqa: E402
 from bench.wsgi_portal import build_app  # noqa: E402
 from portal.extensions import db  # noqa: E402
+from portal.migrating import init_migrations  # noqa: E402
 from portal.models import (  # noqa: E402
     EXPIRED,
     FAILED,
@@ -510,6 +511,7 @@ class Portal:
         self.client: FlaskClient = self.app.test_client()
         self.statements = Statements()
         self.password = secrets.token_urlsafe(18)
+        init_migrations(self.app)
         with self.app.app_context():
             upgrade()
             admin_store.add_admin("bench-admin", self.password)

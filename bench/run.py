@@ -69,6 +69,7 @@ from portal import store  # noqa: E402
 from portal.config import status_map  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.helpers import status_signer  # noqa: E402
+from portal.migrating import init_migrations  # noqa: E402
 from portal.models import Verification, WebhookEvent  # noqa: E402
 
 # The same for the portal and for bare Flask.
@@ -278,6 +279,7 @@ def seed(url: str, folder: Path, name: str) -> Seeded:
     """Migrate the database at `url`, add the verifications and the duplicate events."""
     started = time.monotonic()
     app = build_app(url)
+    init_migrations(app)
     codes = [str(uuid.uuid4()) for _ in range(SEEDED)]
     with app.app_context():
         upgrade()

@@ -71,6 +71,7 @@ from bench.wsgi_portal import build_app  # noqa: E402
 from portal import gunicorn_conf  # noqa: E402
 from portal.config import Defaults  # noqa: E402
 from portal.extensions import db  # noqa: E402
+from portal.migrating import init_migrations  # noqa: E402
 
 DELAY = float(os.environ.get("SANDBOX_RESPONSE_DELAY", "0.15"))
 CROWD = int(os.environ.get("BENCH_SUBMIT_CROWD", "4"))
@@ -353,6 +354,7 @@ def database(folder: Path) -> Iterator[tuple[str, str]]:
 
 def migrate(url: str) -> None:
     app = build_app(url)
+    init_migrations(app)
     with app.app_context():
         upgrade()
         db.engine.dispose()

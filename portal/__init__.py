@@ -23,12 +23,10 @@ from portal.extensions import (
     db,
     init_limiter,
     limiter,
-    migrate,
 )
 from portal.helpers import add_security_headers
 
 ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -124,7 +122,6 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     init_limiter(app)
     app.session_interface = CookieSessionInterface()
-    migrate.init_app(app, db, directory=str(MIGRATIONS))
     app.extensions["portal.client"] = AuthenticateClient.from_config(app.config)
 
 
@@ -155,9 +152,11 @@ def register_error_handlers(app: Flask) -> None:
 def register_cli(app: Flask) -> None:
     """Add the portal's flask commands."""
     from portal.cli import commands
+    from portal.migrating import db_commands
 
     for command in commands:
         app.cli.add_command(command)
+    app.cli.add_command(db_commands)
 
 
 def configure_logging(app: Flask) -> None:

@@ -25,6 +25,7 @@ from werkzeug.serving import run_simple
 
 from portal import create_app
 from portal.cli import webhook_url
+from portal.migrating import init_migrations
 from portal.sandbox.server import AnonymousRequestHandler
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -121,6 +122,7 @@ def main() -> None:
     # Readable lines in a terminal; an explicit PORTAL_LOG_FORMAT still wins.
     os.environ.setdefault("PORTAL_LOG_FORMAT", "text")
     app = create_app()
+    init_migrations(app)
     with app.app_context():
         upgrade()
     sandbox = start_sandbox(app)

@@ -197,3 +197,33 @@ def test_probes_are_never_rate_limited_even_with_a_default_limit(tmp_path):
 
     assert 429 not in probes
     assert pages == [200, 429]
+
+
+def test_readiness_reads_the_same_revisions_as_alembic():
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(readiness.MIGRATIONS))
+
+    assert readiness.code_heads() == frozenset(scripts.get_heads())
+    assert readiness.known_revisions() == {script.revision for script in scripts.walk_revisions()}
+
+
+def test_a_serving_worker_never_loads_alembic(tmp_path):
+    """Alembic (with Mako and Pygments) is ~11 MB per worker; only migrations need it."""
+    database_url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    migrate(database_url)
+    program = (
+        "import sys\n"
+        "from portal import create_app\n"
+        f"app = create_app({{'TESTING': True, 'SQLALCHEMY_DATABASE_URI': {database_url!r}}})\n"
+        "client = app.test_client()\n"
+        "assert client.get('/readyz').status_code == 200\n"
+        "assert client.get('/').status_code == 200\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'alembic', 'mako'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

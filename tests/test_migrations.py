@@ -8,6 +8,7 @@ from sqlalchemy import inspect, text
 
 from portal import create_app
 from portal.extensions import db
+from portal.migrating import init_migrations
 from tests.conftest import base_config
 
 TABLES = {
@@ -41,6 +42,7 @@ def logging_state():
 def empty_app(database_url):
     """An app on each backend whose database has no tables yet."""
     app = create_app(base_config(database_url))
+    init_migrations(app)
     with app.app_context():
         yield app
         db.session.remove()
