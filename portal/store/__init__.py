@@ -15,13 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, bindparam, delete, select, update
 
 from portal.extensions import db
 from portal.models import PENDING, TERMINAL_STATES, Submission, Verification, utcnow
 from portal.store import rollup
-from portal.store.connections import once_more_if_disconnected, reader
+from portal.store.connections import (
+    UPSERT_INSERTS,
+    once_more_if_disconnected,
+    single_statements,
+    write_turn,
+)
 
 
 def hash_submit_key(key: str) -> str:
@@ -34,14 +38,14 @@ def claim_submission(key: str) -> bool:
 
     The claim is committed before Authenticate is called, so a second request carrying the
     same key (double click, resubmit, another instance) finds it instead of creating a user.
+    One INSERT ... ON CONFLICT DO NOTHING, in autocommit on PostgreSQL: no BEGIN and COMMIT
+    round trips, and no ORM unit of work, on the path every new user takes.
     """
-    db.session.add(Submission(key_hash=hash_submit_key(key)))
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        return False
-    return True
+    with single_statements() as connection, write_turn(connection):
+        params = {"key_hash": hash_submit_key(key), "created_at": utcnow()}
+        claimed = connection.execute(CLAIM_SUBMISSION[connection.dialect.name], params).first()
+        connection.commit()
+    return claimed is not None
 
 
 def release_submission(key: str) -> None:
@@ -75,18 +79,27 @@ def wait_for_submission(key: str, timeout: float, interval: float = 0.1) -> str 
         time.sleep(interval)
 
 
-def add_verification(user_access_code: str, submit_key: str) -> Verification:
+def add_verification(user_access_code: str, submit_key: str) -> None:
     """Store a new UUID and tie it to its submit key, in one transaction."""
     record = Verification(user_access_code=user_access_code, state=PENDING, created_at=utcnow())
-    db.session.add(record)
-    rollup.added(record)
-    submission = db.session.get(Submission, hash_submit_key(submit_key))
-    if submission is None:
-        submission = Submission(key_hash=hash_submit_key(submit_key))
-        db.session.add(submission)
-    submission.user_access_code = user_access_code
+    db.session.execute(
+        _RECORDS.insert(),
+        {
+            "user_access_code": user_access_code,
+            "state": PENDING,
+            "created_at": record.created_at,
+            "updated_at": record.created_at,
+        },
+    )
+    rollup.added(record)  # counts the values above; the object itself is never added
+    key_hash = hash_submit_key(submit_key)
+    tied = db.session.execute(TIE_SUBMISSION, {"hashed": key_hash, "uac": user_access_code})
+    if tied.rowcount == 0:  # the claim was purged meanwhile: keep the key's answer anyway
+        db.session.execute(
+            _SUBMISSIONS.insert(),
+            {"key_hash": key_hash, "user_access_code": user_access_code, "created_at": utcnow()},
+        )
     db.session.commit()
-    return record
 
 
 def get_verification(user_access_code: str) -> Verification | None:
@@ -111,6 +124,18 @@ class StatusSnapshot:
 
 
 _RECORDS = Verification.__table__
+_SUBMISSIONS = Submission.__table__
+TIE_SUBMISSION = (
+    update(_SUBMISSIONS)
+    .where(_SUBMISSIONS.c.key_hash == bindparam("hashed"))
+    .values(user_access_code=bindparam("uac"))
+)
+CLAIM_SUBMISSION = {
+    name: make(_SUBMISSIONS)
+    .on_conflict_do_nothing(index_elements=["key_hash"])
+    .returning(_SUBMISSIONS.c.key_hash)
+    for name, make in UPSERT_INSERTS.items()
+}
 STATUS_QUERY = select(_RECORDS.c.state, _RECORDS.c.updated_at, _RECORDS.c.link_issued_at).where(
     _RECORDS.c.user_access_code == bindparam("uac")
 )
@@ -119,11 +144,11 @@ STATUS_QUERY = select(_RECORDS.c.state, _RECORDS.c.updated_at, _RECORDS.c.link_i
 def get_status(user_access_code: str) -> StatusSnapshot | None:
     """Return a record's state and last change, for the poll that runs every few seconds.
 
-    One statement on a pooled connection of its own (see connections.reader).
+    One statement on a pooled connection of its own (see connections.single_statements).
     """
 
     def read() -> Row[Any] | None:
-        with reader() as connection:
+        with single_statements() as connection:
             return connection.execute(STATUS_QUERY, {"uac": user_access_code}).first()
 
     row = once_more_if_disconnected(read)

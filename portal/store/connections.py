@@ -10,18 +10,23 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from portal.extensions import db
 
 T = TypeVar("T")
 
+# INSERT constructs that know ON CONFLICT, by dialect: the two databases the portal runs on.
+UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
-def reader() -> Connection:
-    """Return a pooled connection for single read statements (close it, or use `with`).
+
+def single_statements() -> Connection:
+    """Return a pooled connection for statements that stand alone (close it, or use `with`).
 
     Outside the ORM session (nothing to set up or tear down); on PostgreSQL in autocommit, so
-    a read needs no BEGIN and ROLLBACK round trips. SQLite opens no transaction for a SELECT.
+    each statement is its own transaction, with no BEGIN and COMMIT or ROLLBACK round trips.
+    On SQLite a SELECT opens no transaction, and a write is committed by `commit()`.
     """
     connection = db.engine.connect()
     if connection.dialect.name == "postgresql":
@@ -32,10 +37,10 @@ def reader() -> Connection:
 def once_more_if_disconnected(work: Callable[[], T]) -> T:
     """Run `work`; if its pooled connection was dead, run it once more on a fresh one.
 
-    The pool does not ping connections before use (a round trip per request), so after a
-    database restart the first statement on each stale connection fails. SQLAlchemy then
-    replaces every pooled connection. Only for work that is safe to repeat: reads, and event
-    recording, which is idempotent by event id.
+    The pool pings a connection when it is checked out, but the database can still go away
+    between the ping and the statement (a restart, a failover), and then the statement
+    fails. SQLAlchemy then replaces every pooled connection. Only for work that is safe to
+    repeat: reads, and event recording, which is idempotent by event id.
     """
     try:
         return work()

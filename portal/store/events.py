@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
@@ -22,13 +21,12 @@ from portal.models import (
     utcnow,
 )
 from portal.store import rollup
-from portal.store.connections import once_more_if_disconnected, write_turn
+from portal.store.connections import UPSERT_INSERTS, once_more_if_disconnected, write_turn
 
 STATUS_EVENT = "SELF_VERIFICATION_TRY_STATUS"
 # A status the portal read back from Authenticate itself (see reconcile.py).
 RECONCILED_EVENT = "PORTAL_RECONCILED_STATUS"
 STATE_EVENTS = (STATUS_EVENT, RECONCILED_EVENT)
-UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from functools import cache
 from typing import Any, Protocol
 
 from sqlalchemy import Table, delete, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
 from portal.models import TERMINAL_STATES, DailyCount, DecisionTimeCount, Verification
+from portal.store.connections import UPSERT_INSERTS
 
 # Each histogram bucket is this much wider than the one before. A bucket's geometric middle
 # is then within sqrt(1.05) - 1, about 2.5%, of every time in it.
@@ -36,7 +36,6 @@ BUCKET_RATIO = 1.05
 MEDIAN_PRECISION = math.sqrt(BUCKET_RATIO) - 1
 LOG_RATIO = math.log(BUCKET_RATIO)
 DAY_COLUMNS = ("created", "linked", "decided")
-UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 REBUILD_BATCH = 10_000
 
 
