@@ -158,7 +158,8 @@ REQUIRED_SECRETS = {
     "AUTHENTICATE_API_KEY": ("PORTAL_AUTHENTICATE_API_KEY", DEV_AUTHENTICATE_API_KEY),
     "WEBHOOK_SECRET": ("PORTAL_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
 }
-MIN_WEBHOOK_SECRET_LENGTH = 32
+# Characters, for every secret the portal makes itself: secrets.token_urlsafe(32) gives 43.
+MIN_SECRET_LENGTH = 32
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 # More trusted hops than this is almost always a miscount (each hop is a proxy you run).
 MAX_LIKELY_PROXIES = 3
@@ -186,22 +187,27 @@ def production_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"{env_name} is not set")
         elif value == dev_value:
             problems.append(f"{env_name} is still the development default")
+    secret_key = str(config.get("SECRET_KEY") or "")
+    if secret_key not in ("", DEV_SECRET_KEY) and len(secret_key) < MIN_SECRET_LENGTH:
+        # It signs sessions, CSRF tokens and status links: a short one can be guessed offline.
+        problems.append(
+            f"PORTAL_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters; "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))' makes one"
+        )
     for key in ("WEBHOOK_SECRET", "WEBHOOK_PREVIOUS_SECRET"):
         secret = str(config.get(key) or "")
         if not secret:
             continue
-        if len(secret) < MIN_WEBHOOK_SECRET_LENGTH:
-            problems.append(f"PORTAL_{key} must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters")
+        if len(secret) < MIN_SECRET_LENGTH:
+            problems.append(f"PORTAL_{key} must be at least {MIN_SECRET_LENGTH} characters")
         if not set(secret) <= URL_SAFE:
             problems.append(
                 f"PORTAL_{key} may only hold letters, digits and - . _ ~ (it is part of a URL); "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))' makes one"
             )
     token = str(config.get("METRICS_TOKEN") or "")
-    if token and len(token) < MIN_WEBHOOK_SECRET_LENGTH:
-        problems.append(
-            f"PORTAL_METRICS_TOKEN must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters"
-        )
+    if token and len(token) < MIN_SECRET_LENGTH:
+        problems.append(f"PORTAL_METRICS_TOKEN must be at least {MIN_SECRET_LENGTH} characters")
     return problems
 
 

@@ -39,6 +39,7 @@ def test_a_production_configuration_has_no_problems():
     ("changes", "named"),
     [
         ({"SECRET_KEY": Defaults.SECRET_KEY}, "PORTAL_SECRET_KEY is still the development"),
+        ({"SECRET_KEY": "..."}, "PORTAL_SECRET_KEY must be at least 32 characters"),
         ({"AUTHENTICATE_API_KEY": ""}, "PORTAL_AUTHENTICATE_API_KEY is not set"),
         ({"WEBHOOK_SECRET": "short"}, "PORTAL_WEBHOOK_SECRET must be at least 32"),
         ({"DATABASE_URL": None}, "PORTAL_DATABASE_URL is not PostgreSQL"),

@@ -92,6 +92,17 @@ def test_create_app_needs_a_webhook_secret_of_32_characters(monkeypatch, length,
             create_app(IN_MEMORY)
 
 
+@pytest.mark.parametrize(("length", "starts"), [(3, False), (31, False), (32, True)])
+def test_create_app_needs_a_secret_key_of_32_characters(monkeypatch, length, starts):
+    set_env(monkeypatch, {**REAL_SECRETS, "PORTAL_SECRET_KEY": "k" * length})
+
+    if starts:
+        assert create_app(IN_MEMORY).config["SECRET_KEY"] == "k" * length
+    else:
+        with pytest.raises(RuntimeError, match="PORTAL_SECRET_KEY must be at least 32"):
+            create_app(IN_MEMORY)
+
+
 @pytest.mark.parametrize(
     "secret",
     ["Kx9+u/8bq0Zc4m1T7yJ3wLr2Vf5Hn6Pd0Ae4Sg8Io2=", "secret with spaces 0123456789abcdefghijkl"],
