@@ -81,25 +81,15 @@ def test_create_app_names_every_missing_secret_at_once():
         assert f"{env_name} is still the development default" in str(refused.value)
 
 
-@pytest.mark.parametrize(("length", "starts"), [(12, False), (31, False), (32, True)])
-def test_create_app_needs_a_webhook_secret_of_32_characters(monkeypatch, length, starts):
-    set_env(monkeypatch, {**REAL_SECRETS, "PORTAL_WEBHOOK_SECRET": "w" * length})
-
-    if starts:
-        assert create_app(IN_MEMORY).config["WEBHOOK_SECRET"] == "w" * length
-    else:
-        with pytest.raises(RuntimeError, match="PORTAL_WEBHOOK_SECRET must be at least 32"):
-            create_app(IN_MEMORY)
-
-
+@pytest.mark.parametrize("name", ["SECRET_KEY", "WEBHOOK_SECRET"])
 @pytest.mark.parametrize(("length", "starts"), [(3, False), (31, False), (32, True)])
-def test_create_app_needs_a_secret_key_of_32_characters(monkeypatch, length, starts):
-    set_env(monkeypatch, {**REAL_SECRETS, "PORTAL_SECRET_KEY": "k" * length})
+def test_create_app_needs_secrets_of_32_characters(monkeypatch, name, length, starts):
+    set_env(monkeypatch, {**REAL_SECRETS, f"PORTAL_{name}": "k" * length})
 
     if starts:
-        assert create_app(IN_MEMORY).config["SECRET_KEY"] == "k" * length
+        assert create_app(IN_MEMORY).config[name] == "k" * length
     else:
-        with pytest.raises(RuntimeError, match="PORTAL_SECRET_KEY must be at least 32"):
+        with pytest.raises(RuntimeError, match=f"PORTAL_{name} must be at least 32"):
             create_app(IN_MEMORY)
 
 
