@@ -190,10 +190,12 @@ def test_tampered_resume_link_gets_a_clear_page_without_a_form(mail_app, outbox)
     assert client.post(path[:-3] + "xyz/email", data={"email": ADDRESS}).status_code == 404
 
 
-def test_resume_link_shows_the_status_page_once_decided(mail_app, outbox):
+# Under review, a new Medallion link would start the verification over.
+@pytest.mark.parametrize("state", ["failed", "needs_review"])
+def test_resume_link_shows_the_status_page_once_under_review_or_decided(mail_app, outbox, state):
     client, path = resume_path(mail_app, outbox)
     with mail_app.app_context():
-        db.session.scalar(select(Verification)).state = "failed"
+        db.session.scalar(select(Verification)).state = state
         db.session.commit()
     answer = client.get(path)
     assert answer.status_code == 303
@@ -284,12 +286,16 @@ def test_send_again_says_another_link_went_out(mail_app, outbox):
     assert "We've sent you another link." in page.text
 
 
-def test_emailed_page_for_a_decided_verification_offers_no_link(mail_app, outbox):
+@pytest.mark.parametrize(
+    ("state", "heading"),
+    [("verified", "Your verification is decided"), ("needs_review", "being reviewed")],
+)
+def test_emailed_page_offers_no_link_once_there_is_nothing_to_do(mail_app, outbox, state, heading):
     client = mail_app.test_client()
     location = submit(client).headers["Location"]
     with mail_app.app_context():
-        db.session.scalar(select(Verification)).state = "verified"
+        db.session.scalar(select(Verification)).state = state
         db.session.commit()
     page = client.get(location).text
-    assert "Your verification is decided" in page
+    assert heading in page
     assert "/resume/" not in page and "Email me a new link" not in page

@@ -34,6 +34,8 @@ STATES = [
 ]
 NOT_TERMINAL = [state for state, *_, terminal in STATES if not terminal]
 TERMINAL = [state for state, *_, terminal in STATES if terminal]
+# Under review there is nothing left to do on Medallion: a new link would start over.
+CONTINUABLE = [state for state in NOT_TERMINAL if state != "needs_review"]
 
 
 def sign(uac=UAC, secret=TEST_SECRET_KEY, purpose=STATUS_PURPOSE):
@@ -263,8 +265,8 @@ def test_status_accepts_a_link_just_inside_its_max_age(app, client, verification
 # --- continue ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state", NOT_TERMINAL)
-def test_continue_shows_a_fresh_medallion_link_while_not_terminal(
+@pytest.mark.parametrize("state", CONTINUABLE)
+def test_continue_shows_a_fresh_medallion_link_while_there_is_something_to_do(
     app, client, verification, fake_client, state
 ):
     token = verification(state)
@@ -284,8 +286,8 @@ def test_continue_shows_a_fresh_medallion_link_while_not_terminal(
     assert link_issued_at(app) is not None
 
 
-@pytest.mark.parametrize("state", TERMINAL)
-def test_continue_sends_a_decided_user_back_to_the_status_page(
+@pytest.mark.parametrize("state", [*TERMINAL, "needs_review"])
+def test_continue_sends_a_reviewed_or_decided_user_back_to_the_status_page(
     app, client, verification, fake_client, state
 ):
     token = verification(state)

@@ -20,6 +20,7 @@ from portal.helpers import (
 )
 from portal.models import Verification
 from portal.ratelimits import resend_key, resend_limit, sent_an_email
+from portal.states import CONTINUABLE
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.views.status import link_refused
 
@@ -55,12 +56,14 @@ def load(token: str) -> tuple[Verification | None, bool]:
 
 @bp.get("/<token>")
 def open_link(token: str) -> Response | tuple[str, int]:
-    """Send the person on to Medallion with a fresh link, or to the status page once decided."""
+    """Send the person on to Medallion with a fresh link, or to the status page once there is
+    nothing left for them to do there (under review or decided; see status.continue_verification).
+    """
     record, expired = load(token)
     if record is None or expired:
         return problem(token, record, expired)
     status = status_url(record.user_access_code)
-    if record.is_terminal:
+    if record.state not in CONTINUABLE:
         return redirect(status, 303)
     try:
         link = get_client().create_link(record.user_access_code, status)

@@ -33,7 +33,7 @@ from portal.helpers import (
 )
 from portal.models import Verification
 from portal.ratelimits import resend_key, resend_limit, sent_an_email
-from portal.states import STEPS, describe, timeline
+from portal.states import CONTINUABLE, STEPS, describe, timeline
 from portal.tokens import TokenExpired, TokenInvalid
 
 logger = logging.getLogger(__name__)
@@ -130,9 +130,13 @@ def poll(token: str) -> Response:
 
 @bp.get("/<token>/continue")
 def continue_verification(token: str) -> Response | tuple[str, int]:
-    """Get a fresh Medallion link (links expire) and send the browser on to it."""
+    """Get a fresh Medallion link (links expire) and send the browser on to it.
+
+    Only while the person still has something to do there: under review or decided, a new
+    link would start the verification over, so they see the status page instead.
+    """
     record = record_for(token)
-    if record.is_terminal:
+    if record.state not in CONTINUABLE:
         return redirect(status_url(record.user_access_code), 303)
     try:
         link = get_client().create_link(
@@ -187,6 +191,7 @@ def resend_page(record: Verification, token: str, form: ResendForm, sent: str | 
         resume_link=link,
         qr=qr_svg(link, "QR code of your verification link"),
         terminal=record.is_terminal,
+        continuable=record.state in CONTINUABLE,
     )
 
 
