@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -27,6 +28,14 @@ from portal.extensions import (
 from portal.helpers import add_security_headers
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class UnsafeConfig(click.ClickException, RuntimeError):
+    """Settings the portal will not start with.
+
+    A ClickException, so that a `flask --app portal ...` command prints the reasons in one
+    line and exits 1 instead of showing a traceback; gunicorn shows it as a RuntimeError.
+    """
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -67,7 +76,11 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     if not (app.debug or app.testing or checking_config()):
         problems = production_problems(app.config)
         if problems:
-            raise RuntimeError("Refusing to start outside debug/testing: " + "; ".join(problems))
+            raise UnsafeConfig(
+                "Refusing to start outside debug/testing: "
+                + "; ".join(problems)
+                + ". Set them (README, Configuration), or FLASK_DEBUG=1 for development."
+            )
 
 
 def checking_config() -> bool:
@@ -103,7 +116,7 @@ def trust_proxies(app: Flask) -> None:
     except ValueError as exc:
         if checking_config():
             return  # check-config names the problem instead
-        raise RuntimeError(str(exc)) from exc
+        raise UnsafeConfig(str(exc)) from exc
     if count:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=count, x_proto=count, x_host=0, x_port=0, x_prefix=0

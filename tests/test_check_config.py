@@ -85,12 +85,12 @@ def test_settings_right_only_in_some_deployments_are_warnings(changes, named):
     assert warnings[0].startswith(named)
 
 
-def check_config(tmp_path, **environment):
+def check_config(tmp_path, *, command=("check-config",), **environment):
     """Run the real command in a fresh process with only PORTAL_* settings from `environment`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "FLASK_"))}
     env.update({f"PORTAL_{k}": str(v) for k, v in environment.items()})
     return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "portal", "check-config"],
+        [sys.executable, "-m", "flask", "--app", "portal", *command],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -119,6 +119,24 @@ def test_check_config_command_names_each_problem_and_fails(tmp_path):
     ):
         assert any(line.startswith(f"error: PORTAL_{name} ") for line in lines), name
     assert any(line.startswith("warning: PORTAL_RATELIMIT_STORAGE_URL") for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+def test_other_commands_refuse_unsafe_settings_in_one_line_without_a_traceback(tmp_path):
+    unsafe = dict(PRODUCTION, TRUSTED_PROXIES="many")
+    result = check_config(tmp_path, command=("admin", "disable", "nobody"), **unsafe)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: PORTAL_TRUSTED_PROXIES must be a whole number")
+    assert "Traceback" not in result.stderr
+
+    result = check_config(tmp_path, command=("admin", "disable", "nobody"))
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "Error: Refusing to start outside debug/testing: PORTAL_SECRET_KEY is still the "
+    )
+    assert "or FLASK_DEBUG=1 for development." in result.stderr
     assert "Traceback" not in result.stderr
 
 
