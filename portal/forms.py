@@ -66,6 +66,28 @@ def name_problem(value: str) -> str | None:
     return None
 
 
+class BirthDateField(DateField):
+    """A date as year-month-day (what a date input sends), refused in plain words otherwise.
+
+    Browsers with a date picker cannot send anything else; this is for those that show a
+    plain text box, and for impossible dates such as 30 February.
+    """
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        try:
+            super().process_formdata(valuelist)
+        except ValueError as exc:
+            raise ValueError(
+                "Enter a date that exists, as year-month-day: for example 1990-05-17."
+            ) from exc
+
+    def __call__(self, **kwargs: Any) -> Markup:
+        if self.data is None and self.raw_data and self.raw_data[0]:
+            # A date input shows nothing for text it cannot read: show what was typed instead.
+            kwargs.setdefault("type", "text")
+        return super().__call__(**kwargs)
+
+
 class NameField(StringField):
     """A text field for a personal name: NFC, trimmed, letters and name punctuation only."""
 
@@ -91,6 +113,19 @@ def country_choices() -> list[tuple[str, str]]:
     """Return ISO 3166-1 alpha-3 codes with their names, in alphabetical order."""
     countries = [(c.alpha_3, getattr(c, "common_name", c.name)) for c in pycountry.countries]
     return sorted(countries, key=lambda pair: sort_key(pair[1]))
+
+
+@cache
+def phone_regions() -> dict[str, str]:
+    """Return each country's phone region (ISO 3166-1 alpha-2) by its alpha-3 code.
+
+    Countries without a numbering plan of their own (Antarctica, Pitcairn, ...) are left out.
+    """
+    return {
+        c.alpha_3: c.alpha_2
+        for c in pycountry.countries
+        if phonenumbers.country_code_for_region(c.alpha_2)
+    }
 
 
 @cache
@@ -165,7 +200,7 @@ class OnboardingForm(FlaskForm):
     last_name = NameField(
         "Last name", [DataRequired("Enter your last name."), Length(max=NAME_MAX)]
     )
-    birth_date = DateField(
+    birth_date = BirthDateField(
         "Date of birth", [InputRequired("Enter your date of birth.")], format="%Y-%m-%d"
     )
     email = EmailField(
@@ -189,9 +224,9 @@ class OnboardingForm(FlaskForm):
         self.country.choices = country_select_choices()
         self.normalized_email: str | None = None
         self.e164_phone: str | None = None
-        region = current_app.config["PHONE_DEFAULT_REGION"]
-        code = phonenumbers.country_code_for_region(region)
-        self.phone.description = f"Start with the country code if it isn't +{code}."
+        self.phone.description = (
+            "Start with + and the country code if it isn't a number in the country below."
+        )
 
     def validate_birth_date(self, field: DateField) -> None:
         if field.data is None:  # not a date: DateField has already said so
@@ -210,7 +245,10 @@ class OnboardingForm(FlaskForm):
         field.data = checked_email(field.data)
 
     def validate_phone(self, field: StringField) -> None:
-        region = current_app.config["PHONE_DEFAULT_REGION"]
+        # A number typed without +country code is read as one of the chosen country's.
+        region = phone_regions().get(
+            self.country.data or "", current_app.config["PHONE_DEFAULT_REGION"]
+        )
         example = phonenumbers.format_number(
             phonenumbers.example_number(region) or phonenumbers.example_number("US"),
             phonenumbers.PhoneNumberFormat.INTERNATIONAL,

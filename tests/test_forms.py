@@ -1,6 +1,7 @@
 """Form validation as a person sees it: what is refused, what message sits next to the field,
 what the form keeps, and exactly what reaches Authenticate when the form is accepted."""
 
+import re
 import socket
 import unicodedata
 from datetime import date, timedelta
@@ -18,7 +19,7 @@ TOO_LONG_MESSAGE = "Field cannot be longer than 100 characters."
 UNDER_AGE_MESSAGE = "You must be at least 18 years old."
 PAST_MESSAGE = "Enter a date in the past."
 TOO_OLD_MESSAGE = "Check the year of your date of birth."
-NOT_A_DATE_MESSAGE = "Not a valid date value."
+NOT_A_DATE_MESSAGE = "Enter a date that exists, as year-month-day: for example 1990-05-17."
 EMAIL_MESSAGE = "Enter a valid email address"
 PHONE_PARSE_MESSAGE = "Enter a phone number, like +1 201-555-0123."
 PHONE_INVALID_MESSAGE = (
@@ -305,6 +306,14 @@ def test_birth_date_is_refused_with_message_when_not_a_date(client, fake_client,
 
     page = assert_refused(response, "birth_date", NOT_A_DATE_MESSAGE, fake_client)
     assert page.values["birth_date"] == typed
+    # As text: a date input would show a browser nothing for a value it cannot read.
+    assert re.search(r'<input [^>]*id="birth_date"[^>]* type="text"', response.text)
+
+
+def test_birth_date_stays_a_date_input_when_it_is_a_date_but_refused(client, fake_client):
+    response = post_form(client, birth_date=date.today().isoformat())
+
+    assert re.search(r'<input [^>]*id="birth_date"[^>]* type="date"', response.text)
 
 
 @pytest.mark.parametrize(
@@ -422,19 +431,32 @@ def test_phone_is_sent_in_e164_with_us_default_region(client, fake_client, typed
     assert fake_client.users[0].phone == sent
 
 
-def test_phone_national_number_uses_configured_region_when_region_is_gb(configured):
+def test_phone_national_number_is_read_as_one_of_the_chosen_country(client, fake_client):
+    response = post_form(client, phone="020 7946 0958", country="GBR")
+
+    assert response.status_code == 303
+    assert fake_client.users[0].phone == "+442079460958"
+
+
+def test_phone_gb_national_number_is_refused_when_the_country_is_the_usa(client, fake_client):
+    response = post_form(client, phone="020 7946 0958", country="USA")
+
+    assert_refused(response, "phone", PHONE_INVALID_MESSAGE, fake_client)
+
+
+def test_phone_example_in_the_message_is_one_of_the_chosen_country(client, fake_client):
+    response = post_form(client, phone="12", country="GBR")
+
+    assert_refused(response, "phone", "country code, like +44 121 234 5678.", fake_client)
+
+
+def test_phone_region_falls_back_to_the_configured_one_without_a_numbering_plan(configured):
     _, client, fake = configured(PHONE_DEFAULT_REGION="GB")
 
-    response = post_form(client, phone="020 7946 0958")
+    response = post_form(client, phone="020 7946 0958", country="ATA")  # Antarctica
 
     assert response.status_code == 303
     assert fake.users[0].phone == "+442079460958"
-
-
-def test_phone_gb_national_number_is_refused_when_region_is_us(client, fake_client):
-    response = post_form(client, phone="020 7946 0958")
-
-    assert_refused(response, "phone", PHONE_INVALID_MESSAGE, fake_client)
 
 
 @pytest.mark.parametrize(
@@ -545,7 +567,8 @@ def test_consent_is_refused_with_its_message_when_unchecked(client, fake_client)
         ("last_name", "'''", NO_LETTER_MESSAGE),
         ("birth_date", date.today().isoformat(), PAST_MESSAGE),
         ("email", 'dana"@example', EMAIL_MESSAGE),
-        ("phone", "call me", PHONE_PARSE_MESSAGE),
+        # FULL_FORM's country is the UK, so the example is a UK number.
+        ("phone", "call me", "Enter a phone number, like +44 121 234 5678."),
         ("country", "", "Choose your country."),
         ("consent", None, CONSENT_MESSAGE),
     ],

@@ -175,12 +175,12 @@ def test_submit_creates_one_user_and_redirects_to_next_step_when_valid(
 
 
 def test_submit_sends_optional_fields_when_filled(onboarding, fake_client):
-    response = onboarding.submit(middle_name="Ngozi", phone="(650) 253-0000", country="NGA")
+    response = onboarding.submit(middle_name="Ngozi", phone="0803 123 4567", country="NGA")
 
     assert response.status_code == 303
     user = fake_client.users[0]
     assert user.middle_name == "Ngozi"
-    assert user.phone == "+16502530000"
+    assert user.phone == "+2348031234567"
     assert user.country == "NGA"
 
 
