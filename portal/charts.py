@@ -49,14 +49,16 @@ def daily_chart(series: Sequence[DayCounts]) -> Markup:
             f"<title>{day.day.isoformat()}: {day.submitted} submitted</title></rect>"
         )
     parts.append("</g>")
-    for name in ("verified", "failed"):
+    # Failed is drawn dashed and with smaller points over verified, so where the two are equal
+    # both stay visible, and they differ by more than colour.
+    for name, radius in (("verified", 3.5), ("failed", 2.5)):
         points = [(x(i), y(getattr(day, name))) for i, day in enumerate(series)]
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
         parts.append(f'<polyline class="line line-{name}" fill="none" points="{path}"/>')
         parts.append(f'<g class="chart-points points-{name}">')
         for (px, py), day in zip(points, series, strict=True):
             parts.append(
-                f'<circle class="point point-{name}" cx="{px:.1f}" cy="{py:.1f}" r="3">'
+                f'<circle class="point point-{name}" cx="{px:.1f}" cy="{py:.1f}" r="{radius}">'
                 f"<title>{day.day.isoformat()}: {getattr(day, name)} {name}</title></circle>"
             )
         parts.append("</g>")

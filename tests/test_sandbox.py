@@ -739,3 +739,10 @@ def test_serve_runs_sandbox_over_http_without_logging_client_ip(app, make_receiv
     access = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
     assert access and all(line.startswith("- - -") for line in access)
     assert not any("127.0.0.1 -" in line or token in line for line in access)
+
+
+def test_medallion_pages_answer_the_browsers_icon_request_without_a_404(client):
+    response = client.get("/favicon.ico")
+
+    assert response.status_code == 204
+    assert response.data == b""

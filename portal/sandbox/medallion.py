@@ -168,6 +168,12 @@ def complete() -> BaseResponse | str:
     return render_template("done.html")
 
 
+@bp.get("/favicon.ico")
+def favicon() -> tuple[str, int]:
+    """Answer the browser's icon request with nothing, so its console shows no 404."""
+    return "", 204
+
+
 @bp.get("/medallion.css")
 def stylesheet() -> Response:
     """Serve the page's small stylesheet (kept as a template so it ships as package data)."""
