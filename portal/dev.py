@@ -70,7 +70,8 @@ def start_sandbox(app: Flask) -> subprocess.Popen[bytes] | None:
     if not port_is_free(api.hostname, port):
         raise SystemExit(
             f"Port {port} is already in use: is an earlier sandbox still running? "
-            f"Stop it (pkill -f portal.sandbox) and run again."
+            f"`ss -ltnp 'sport = :{port}'` shows which process has it. Stop that, or give the "
+            "sandbox another port (README, Two commands)."
         )
     with app.app_context():
         hook = webhook_url()
