@@ -29,6 +29,8 @@
   function show(data) {
     section.className = "status status-" + data.state;
     title.textContent = data.title;
+    // The tab says the state too, as base.html's <title> does on a fresh load.
+    document.title = data.title + " \u00b7 " + section.dataset.siteName;
     detail.textContent = data.detail;
     showTimeline(data.timeline || []);
     next.hidden = !data.can_continue;

@@ -176,6 +176,7 @@ def test_browser_form_to_verified_without_reload(live, page, tmp_path):
     page.evaluate("window.__sameDocument = true")
     expect(title).to_have_text("Verified", timeout=20_000)
     assert page.evaluate("window.__sameDocument") is True
+    expect(page).to_have_title("Verified · Identity verification")  # the tab follows too
     expect(page.locator("#continue")).to_be_hidden()
     page.screenshot(path=str(tmp_path / "verified.png"), full_page=True)
 
@@ -331,6 +332,16 @@ def test_browser_phone_is_not_asked_to_scan_a_code_with_itself(live, browser):
         page.get_by_role("button", name="Continue").click()
         expect(page.get_by_role("link", name="Continue to verification")).to_be_visible()
         expect(page.locator(".handoff-to-phone")).to_be_hidden()
+
+        # Nor when the link was emailed: the page goes on with "Continue on this device".
+        phone.clear_cookies()  # another person on another phone
+        page.goto(f"{live.portal_url}/")
+        fill_form(page, "Dana")
+        page.get_by_label("Email me a link").check()
+        page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+        expect(page.get_by_role("link", name="Continue on this device now")).to_be_visible()
+        expect(page.get_by_text("Scan this code with your phone")).to_be_hidden()
     finally:
         phone.close()
 
