@@ -246,9 +246,13 @@ class OnboardingForm(FlaskForm):
 
     def validate_phone(self, field: StringField) -> None:
         # A number typed without +country code is read as one of the chosen country's.
-        region = phone_regions().get(
-            self.country.data or "", current_app.config["PHONE_DEFAULT_REGION"]
-        )
+        country = self.country.data or ""
+        national = not field.data.lstrip().startswith("+")
+        if national and (not country or country not in country_select_choices()):
+            return  # no country yet to read it by: the country's own message says so
+        region = phone_regions().get(country)
+        if region is None:  # a country without a numbering plan of its own
+            region, national = current_app.config["PHONE_DEFAULT_REGION"], False
         example = phonenumbers.format_number(
             phonenumbers.example_number(region) or phonenumbers.example_number("US"),
             phonenumbers.PhoneNumberFormat.INTERNATIONAL,
@@ -258,6 +262,12 @@ class OnboardingForm(FlaskForm):
         except phonenumbers.NumberParseException as exc:
             raise ValidationError(f"Enter a phone number, like {example}.") from exc
         if not phonenumbers.is_valid_number(number):
+            if national:
+                raise ValidationError(
+                    f"That doesn't look like a {country_select_choices()[country]} phone "
+                    f"number. Check the digits, or start with + and the country code, like "
+                    f"{example}."
+                )
             raise ValidationError(
                 f"That phone number doesn't look right. Check the digits and the country "
                 f"code, like {example}."

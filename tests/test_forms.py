@@ -26,6 +26,10 @@ PHONE_INVALID_MESSAGE = (
     "That phone number doesn't look right. Check the digits and the country code, "
     "like +1 201-555-0123."
 )
+PHONE_NOT_US_MESSAGE = (
+    "That doesn't look like a United States phone number. Check the digits, or start with + "
+    "and the country code, like +1 201-555-0123."
+)
 CONSENT_MESSAGE = "You need to agree before we can go on."
 SUMMARY_MESSAGE = "Please correct these:"
 # A Persian name (Mehrangiz) that needs a zero-width non-joiner between its two parts.
@@ -441,7 +445,15 @@ def test_phone_national_number_is_read_as_one_of_the_chosen_country(client, fake
 def test_phone_gb_national_number_is_refused_when_the_country_is_the_usa(client, fake_client):
     response = post_form(client, phone="020 7946 0958", country="USA")
 
-    assert_refused(response, "phone", PHONE_INVALID_MESSAGE, fake_client)
+    assert_refused(response, "phone", PHONE_NOT_US_MESSAGE, fake_client)
+
+
+def test_phone_is_not_judged_before_a_country_is_chosen(client, fake_client):
+    response = post_form(client, phone="020 7946 0958", country="")
+
+    page = assert_refused(response, "country", "Choose your country.", fake_client)
+    assert "phone" not in page.errors
+    assert page.values["phone"] == "020 7946 0958"
 
 
 def test_phone_example_in_the_message_is_one_of_the_chosen_country(client, fake_client):
@@ -464,9 +476,9 @@ def test_phone_region_falls_back_to_the_configured_one_without_a_numbering_plan(
     [
         ("hello", PHONE_PARSE_MESSAGE),
         ("+999 123", PHONE_PARSE_MESSAGE),
-        ("12", PHONE_INVALID_MESSAGE),
+        ("12", PHONE_NOT_US_MESSAGE),
         ("+44 20", PHONE_INVALID_MESSAGE),
-        ("0000000000", PHONE_INVALID_MESSAGE),
+        ("0000000000", PHONE_NOT_US_MESSAGE),
         ("+1 650 253 0000 0000 0000 0000 0000", "Field cannot be longer than 32 characters."),
     ],
 )
