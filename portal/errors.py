@@ -53,6 +53,15 @@ def wants_json() -> bool:
     )
 
 
+def log_csrf_refusal(exc: CSRFError) -> None:
+    """Log why a form failed the CSRF check.
+
+    Flask-WTF's reasons are fixed sentences ("The CSRF token has expired."), so they can be
+    logged; without them a refused form is a bare 400 in the log.
+    """
+    logger.warning("form refused by the CSRF check: %s", exc.description)
+
+
 def register_error_handlers(app: Flask) -> None:
     """Route every HTTP error, and any unexpected exception, to render_error."""
 
@@ -62,9 +71,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> tuple[Response | str, int]:
-        # Flask-WTF's reasons are fixed sentences ("The referrer header is missing."), so
-        # they can be logged; without them a refused form is a bare 400 in the log.
-        logger.warning("form refused by the CSRF check: %s", exc.description)
+        log_csrf_refusal(exc)
         return render_error(400)
 
     @app.errorhandler(InternalServerError)

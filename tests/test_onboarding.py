@@ -1,6 +1,7 @@
 """The onboarding views: the form, its one-time submit key, upstream failures and the next step."""
 
 import re
+import time
 from datetime import date
 from html import unescape
 
@@ -481,8 +482,34 @@ def test_submit_answers_400_without_creating_when_csrf_token_is_missing(configur
 
     assert response.status_code == 400
     assert "Location" not in response.headers
-    assert "Something was wrong with that request" in response.text
+    assert "this form stopped working after a while, so nothing was sent" in response.text
     assert fake.users == []
+
+
+def test_submit_that_outlived_its_csrf_token_comes_back_filled_in_and_goes_through(
+    configured, monkeypatch
+):
+    app, client, fake = configured(WTF_CSRF_ENABLED=True)
+    html = client.get("/").text
+    key, token = submit_key_from(html), input_value(html, "csrf_token")
+    later = time.time() + app.config["WTF_CSRF_TIME_LIMIT"] + 60
+    monkeypatch.setattr(time, "time", lambda: later)
+
+    expired = client.post("/", data=dict(VALID_FORM, submit_key=key, csrf_token=token))
+
+    assert expired.status_code == 400
+    assert "Your details are still here" in expired.text
+    for field in ("first_name", "last_name", "email", "birth_date"):
+        assert input_value(expired.text, field) == VALID_FORM[field]
+    assert input_value(expired.text, "submit_key") == key
+    fresh = input_value(expired.text, "csrf_token")
+    assert fresh != token
+    assert fake.users == []
+
+    resent = client.post("/", data=dict(VALID_FORM, submit_key=key, csrf_token=fresh))
+
+    assert resent.status_code == 303
+    assert len(fake.users) == 1
 
 
 def test_submit_answers_400_without_creating_when_csrf_token_is_forged(configured):

@@ -16,6 +16,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response
@@ -27,7 +28,7 @@ from portal.client import (
     AuthenticateUnexpectedResponse,
     NewUser,
 )
-from portal.errors import render_error
+from portal.errors import log_csrf_refusal, render_error
 from portal.extensions import limiter
 from portal.forms import EmptyForm, OnboardingForm
 from portal.helpers import email_resume_link, get_client, status_signer
@@ -51,6 +52,11 @@ UNEXPECTED_MESSAGE = (
 RATE_LIMITED_MESSAGE = (
     "We've had too many new verifications in a short time, so we can't start yours just now. "
     "Your details are still here: please try again later."
+)
+FORM_EXPIRED_MESSAGE = (
+    "For your security, this form stopped working after a while, so nothing was sent. Your "
+    "details are still here: check them and press Continue again. If this keeps happening, "
+    "check that your browser accepts cookies from this site."
 )
 IN_FLIGHT_MESSAGE = (
     "We're still processing your first submission of this form. Please wait a moment and "
@@ -123,6 +129,20 @@ def too_many(exc: TooManyRequests) -> tuple[Response | str, int]:
         form.submit_key.data = new_submit_key()
     form.form_errors.append(RATE_LIMITED_MESSAGE)
     return render_template("onboarding/index.html", form=form), 429
+
+
+@bp.errorhandler(CSRFError)
+def form_expired(exc: CSRFError) -> tuple[Response | str, int]:
+    """Give a submit that failed the CSRF check (most often, a form left open for hours) back
+    filled in, with a fresh token, instead of a bare error page that loses what was typed."""
+    log_csrf_refusal(exc)
+    if request.endpoint != "onboarding.submit":
+        return render_error(400)
+    form = OnboardingForm()
+    if not SUBMIT_KEY_PATTERN.fullmatch(form.submit_key.data or ""):
+        form.submit_key.data = new_submit_key()
+    form.form_errors.append(FORM_EXPIRED_MESSAGE)
+    return render_template("onboarding/index.html", form=form), 400
 
 
 def create_once(form: OnboardingForm) -> Response | tuple[str, int]:
