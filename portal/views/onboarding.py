@@ -124,11 +124,7 @@ def too_many(exc: TooManyRequests) -> tuple[Response | str, int]:
     """Refuse a rate-limited submit with the form still filled in, not a bare error page."""
     if request.endpoint != "onboarding.submit":
         return render_error(429)
-    form = OnboardingForm()
-    if not SUBMIT_KEY_PATTERN.fullmatch(form.submit_key.data or ""):
-        form.submit_key.data = new_submit_key()
-    form.form_errors.append(RATE_LIMITED_MESSAGE)
-    return render_template("onboarding/index.html", form=form), 429
+    return submitted_form_again(RATE_LIMITED_MESSAGE, 429)
 
 
 @bp.errorhandler(CSRFError)
@@ -138,11 +134,16 @@ def form_expired(exc: CSRFError) -> tuple[Response | str, int]:
     log_csrf_refusal(exc)
     if request.endpoint != "onboarding.submit":
         return render_error(400)
+    return submitted_form_again(FORM_EXPIRED_MESSAGE, 400)
+
+
+def submitted_form_again(message: str, code: int) -> tuple[str, int]:
+    """Show the submitted form filled in, with `message` above it, when it was not checked."""
     form = OnboardingForm()
     if not SUBMIT_KEY_PATTERN.fullmatch(form.submit_key.data or ""):
         form.submit_key.data = new_submit_key()
-    form.form_errors.append(FORM_EXPIRED_MESSAGE)
-    return render_template("onboarding/index.html", form=form), 400
+    form.form_errors.append(message)
+    return render_template("onboarding/index.html", form=form), code
 
 
 def create_once(form: OnboardingForm) -> Response | tuple[str, int]:
