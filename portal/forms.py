@@ -66,11 +66,12 @@ def name_problem(value: str) -> str | None:
     return None
 
 
-class BirthDateField(DateField):
+class IsoDateField(DateField):
     """A date as year-month-day (what a date input sends), refused in plain words otherwise.
 
     Browsers with a date picker cannot send anything else; this is for those that show a
-    plain text box, and for impossible dates such as 30 February.
+    plain text box, for impossible dates such as 30 February, and for edited URLs (the
+    admin filters are a GET form).
     """
 
     def process_formdata(self, valuelist: list[Any]) -> None:
@@ -200,7 +201,7 @@ class OnboardingForm(FlaskForm):
     last_name = NameField(
         "Last name", [DataRequired("Enter your last name."), Length(max=NAME_MAX)]
     )
-    birth_date = BirthDateField(
+    birth_date = IsoDateField(
         "Date of birth", [InputRequired("Enter your date of birth.")], format="%Y-%m-%d"
     )
     email = EmailField(

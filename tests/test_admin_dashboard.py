@@ -275,6 +275,14 @@ def test_records_reject_an_end_date_before_the_start_date(store_app, signed_in):
     assert "The end date is before the start date." in response.text
 
 
+def test_records_reject_a_date_that_does_not_exist_in_plain_words(store_app, signed_in):
+    response = signed_in.get("/admin/records", query_string={"created_from": "2025-02-30"})
+
+    assert response.status_code == 400
+    assert "Enter a date that exists, as year-month-day" in response.text
+    assert 'value="2025-02-30"' in response.text
+
+
 U1 = "3f6c2a9e-8d41-4b7a-9c15-2e0d7b6a41f3"
 U2 = "3f6c2a9f-0000-4000-8000-000000000000"
 U3 = "3f6d0000-0000-4000-8000-000000000000"

@@ -10,10 +10,11 @@ from typing import Any
 
 from flask import Response, g, jsonify, render_template, request, stream_with_context
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField, StringField
+from wtforms import SelectField, StringField
 from wtforms.validators import Optional, ValidationError
 
 from portal import charts
+from portal.forms import IsoDateField
 from portal.models import STATES, utcnow
 from portal.store import admin as admin_store
 from portal.store import dashboard as dashboard_store
@@ -60,8 +61,8 @@ class RecordFilterForm(FlaskForm):
     state = SelectField(
         "State", choices={"": "All states", **{s: state_label(s) for s in STATES}}, default=""
     )
-    created_from = DateField("Created from", validators=[Optional()])
-    created_to = DateField("Created to", validators=[Optional()])
+    created_from = IsoDateField("Created from", validators=[Optional()])
+    created_to = IsoDateField("Created to", validators=[Optional()])
     q = StringField("UUID", filters=[_strip_lower])
     sort = SelectField(
         "Sort by",
@@ -79,7 +80,7 @@ class RecordFilterForm(FlaskForm):
                 "with dashes where a UUID has them (at most 36 characters)."
             )
 
-    def validate_created_to(self, field: DateField) -> None:
+    def validate_created_to(self, field: IsoDateField) -> None:
         if field.data and self.created_from.data and field.data < self.created_from.data:
             raise ValidationError("The end date is before the start date.")
 

@@ -20,6 +20,7 @@ from portal.states import describe
 from portal.store import admin as admin_store
 from portal.store import health as health_store
 from portal.views.admin import bp
+from portal.views.admin.dashboard import state_label
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +146,7 @@ def recheck(user_access_code: str) -> Response:
     outcome = reconcile.recheck(get_client(), verification, table, utcnow())
     admin_store.add_audit(g.admin.username, "recheck", user_access_code, outcome)
     message, category = RECHECK_MESSAGES.get(outcome, ("Re-check finished: {outcome}.", "message"))
-    state = describe(verification.state, current_app.config["SUPPORT_CONTACT"]).title
-    flash(message.format(state=state, outcome=outcome), category)
+    flash(message.format(state=state_label(verification.state), outcome=outcome), category)
     return redirect(url_for("admin.record", user_access_code=user_access_code), 303)
 
 
