@@ -88,7 +88,8 @@ def _header(series: Sequence[DayCounts]) -> str:
 
 
 def _grid(top: int, y: Callable[[int], float]) -> list[str]:
-    ticks = sorted({0, top // 2, top})
+    # A middle line only where it is a whole number: 0, 2, 5 would space the labels unevenly.
+    ticks = [0, top // 2, top] if top % 2 == 0 else [0, top]
     parts = ['<g class="chart-grid">']
     for tick in ticks:
         parts.append(

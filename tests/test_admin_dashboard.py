@@ -175,6 +175,14 @@ def test_nice_ceiling_rounds_up_to_a_round_number(value, ceiling):
     assert nice_ceiling(value) == ceiling
 
 
+@pytest.mark.parametrize(("most", "labels"), [(4, ["0", "2", "4"]), (5, ["0", "5"])])
+def test_daily_chart_labels_its_axis_at_even_steps(most, labels):
+    svg = str(daily_chart([DayCounts(date(2025, 3, 1), most, 0, 0)]))
+
+    grid = svg.split('<g class="chart-grid">')[1].split("</g>")[0]
+    assert re.findall(r'text-anchor="end">(\d+)</text>', grid) == labels
+
+
 def test_dashboard_shows_counts_funnel_median_and_a_chart_with_its_table(store_app, signed_in):
     now = utcnow()
     add(VERIFIED, now - 2 * HOUR, link_issued_at=now - 2 * HOUR, decided_at=now - HOUR)
