@@ -482,7 +482,36 @@ def test_submit_answers_400_without_creating_when_csrf_token_is_missing(configur
 
     assert response.status_code == 400
     assert "Location" not in response.headers
-    assert "this form stopped working after a while, so nothing was sent" in response.text
+    assert "Something was wrong with that request" in response.text
+    assert fake.users == []
+
+
+def test_submit_from_another_site_failing_csrf_gets_no_page_with_its_values(configured):
+    _, client, fake = configured(WTF_CSRF_ENABLED=True)
+    client.get("/")
+    planted = dict(VALID_FORM, email="attacker@evil.example", delivery="email")
+
+    response = client.post("/", data=planted, headers={"Origin": "https://evil.example"})
+
+    assert response.status_code == 400
+    assert "Something was wrong with that request" in response.text
+    assert "attacker@evil.example" not in response.text
+    assert fake.users == []
+
+
+def test_submit_failing_csrf_never_keeps_a_submit_key_it_brought(configured):
+    # Another site could choose the key, then send it itself to follow this verification.
+    _, client, fake = configured(WTF_CSRF_ENABLED=True)
+    own = submit_key_from(client.get("/").text)
+    chosen = "k" * 43
+
+    response = client.post(
+        "/", data=dict(VALID_FORM, submit_key=chosen), headers={"Referer": f"{EXTERNAL_URL}/"}
+    )
+
+    assert response.status_code == 400
+    assert "Your details are still here" in response.text
+    assert submit_key_from(response.text) == own
     assert fake.users == []
 
 
@@ -495,7 +524,11 @@ def test_submit_that_outlived_its_csrf_token_comes_back_filled_in_and_goes_throu
     later = time.time() + app.config["WTF_CSRF_TIME_LIMIT"] + 60
     monkeypatch.setattr(time, "time", lambda: later)
 
-    expired = client.post("/", data=dict(VALID_FORM, submit_key=key, csrf_token=token))
+    expired = client.post(
+        "/",
+        data=dict(VALID_FORM, submit_key=key, csrf_token=token),
+        headers={"Origin": EXTERNAL_URL},
+    )
 
     assert expired.status_code == 400
     assert "Your details are still here" in expired.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -53,10 +54,10 @@ RATE_LIMITED_MESSAGE = (
     "We've had too many new verifications in a short time, so we can't start yours just now. "
     "Your details are still here: please try again later."
 )
-FORM_EXPIRED_MESSAGE = (
-    "For your security, this form stopped working after a while, so nothing was sent. Your "
-    "details are still here: check them and press Continue again. If this keeps happening, "
-    "check that your browser accepts cookies from this site."
+FORM_REFUSED_MESSAGE = (
+    "For your security we couldn't accept that form, so nothing was sent. This happens when a "
+    "form has been open for hours, or when the browser blocks cookies from this site. Your "
+    "details are still here: check them and press Continue again."
 )
 IN_FLIGHT_MESSAGE = (
     "We're still processing your first submission of this form. Please wait a moment and "
@@ -128,19 +129,43 @@ def too_many(exc: TooManyRequests) -> tuple[Response | str, int]:
 
 
 @bp.errorhandler(CSRFError)
-def form_expired(exc: CSRFError) -> tuple[Response | str, int]:
-    """Give a submit that failed the CSRF check (most often, a form left open for hours) back
-    filled in, with a fresh token, instead of a bare error page that loses what was typed."""
+def form_refused(exc: CSRFError) -> tuple[Response | str, int]:
+    """Give a submit that failed the CSRF check back filled in, with a fresh token.
+
+    Most often the form was open for hours and its token expired; a bare error page would
+    lose what was typed. Only for a form posted from this site: another site's form would
+    get its values shown on our page. The submit key that came with it is not trusted
+    either (another site could choose it, then use it to follow this person's verification):
+    the form gets this browser's own key.
+    """
     log_csrf_refusal(exc)
-    if request.endpoint != "onboarding.submit":
+    if request.endpoint != "onboarding.submit" or not from_this_site():
         return render_error(400)
-    return submitted_form_again(FORM_EXPIRED_MESSAGE, 400)
+    key, _ = current_submission()
+    return submitted_form_again(FORM_REFUSED_MESSAGE, 400, key)
 
 
-def submitted_form_again(message: str, code: int) -> tuple[str, int]:
-    """Show the submitted form filled in, with `message` above it, when it was not checked."""
+def from_this_site() -> bool:
+    """Tell whether the browser says the request came from a page of PORTAL_EXTERNAL_URL.
+
+    Browsers send Origin with every POST, and Referer unless told not to; the portal's
+    Referrer-Policy (same-origin) keeps it for its own pages.
+    """
+    source = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    ours = urlsplit(current_app.config["EXTERNAL_URL"])
+    theirs = urlsplit(source)
+    return bool(theirs.netloc) and (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
+
+
+def submitted_form_again(message: str, code: int, key: str | None = None) -> tuple[str, int]:
+    """Show the submitted form again, filled in, with `message` above it.
+
+    It keeps the submit key that came with it, unless given another or it is malformed.
+    """
     form = OnboardingForm()
-    if not SUBMIT_KEY_PATTERN.fullmatch(form.submit_key.data or ""):
+    if key is not None:
+        form.submit_key.data = key
+    elif not SUBMIT_KEY_PATTERN.fullmatch(form.submit_key.data or ""):
         form.submit_key.data = new_submit_key()
     form.form_errors.append(message)
     return render_template("onboarding/index.html", form=form), code
