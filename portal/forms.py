@@ -265,9 +265,9 @@ class OnboardingForm(FlaskForm):
         if not phonenumbers.is_valid_number(number):
             if national:
                 raise ValidationError(
-                    f"That doesn't look like a {country_select_choices()[country]} phone "
-                    f"number. Check the digits, or start with + and the country code, like "
-                    f"{example}."
+                    f"That doesn't look like a phone number in the country you chose "
+                    f"({country_select_choices()[country]}). Check the digits, or start with + "
+                    f"and the country code, like {example}."
                 )
             raise ValidationError(
                 f"That phone number doesn't look right. Check the digits and the country "

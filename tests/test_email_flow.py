@@ -286,6 +286,21 @@ def test_send_again_says_another_link_went_out(mail_app, outbox):
     assert "We've sent you another link." in page.text
 
 
+def test_send_again_sends_nothing_once_there_is_nothing_to_do(mail_app, outbox):
+    client = mail_app.test_client()
+    token = submit(client).headers["Location"].split("/")[2]
+    sent_before = len(messages(outbox))
+    with mail_app.app_context():
+        db.session.scalar(select(Verification)).state = "needs_review"
+        db.session.commit()
+
+    answer = client.post(f"/status/{token}/email", data={"email": ADDRESS})
+
+    assert answer.status_code == 303
+    assert "being reviewed" in client.get(answer.headers["Location"]).text
+    assert len(messages(outbox)) == sent_before
+
+
 @pytest.mark.parametrize(
     ("state", "heading"),
     [("verified", "Your verification is decided"), ("needs_review", "being reviewed")],

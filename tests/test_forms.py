@@ -27,8 +27,8 @@ PHONE_INVALID_MESSAGE = (
     "like +1 201-555-0123."
 )
 PHONE_NOT_US_MESSAGE = (
-    "That doesn't look like a United States phone number. Check the digits, or start with + "
-    "and the country code, like +1 201-555-0123."
+    "That doesn't look like a phone number in the country you chose (United States). Check "
+    "the digits, or start with + and the country code, like +1 201-555-0123."
 )
 CONSENT_MESSAGE = "You need to agree before we can go on."
 SUMMARY_MESSAGE = "Please correct these:"

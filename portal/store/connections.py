@@ -1,4 +1,4 @@
-"""Pooled connections: cheap single reads, and one retry when a connection turned out dead."""
+"""Pooled connections: standalone statements, one retry on a dead one, SQLite's write queue."""
 
 from __future__ import annotations
 

@@ -56,8 +56,10 @@ def load(token: str) -> tuple[Verification | None, bool]:
 
 @bp.get("/<token>")
 def open_link(token: str) -> Response | tuple[str, int]:
-    """Send the person on to Medallion with a fresh link, or to the status page once there is
-    nothing left for them to do there (under review or decided; see status.continue_verification).
+    """Send the person on to Medallion with a fresh link, or to their status page.
+
+    The status page once there is nothing left to do on Medallion: under review or decided
+    (see status.continue_verification).
     """
     record, expired = load(token)
     if record is None or expired:

@@ -171,8 +171,14 @@ def emailed(token: str) -> Response:
 @limiter.limit(resend_limit, key_func=resend_key, deduct_when=sent_an_email)
 @limiter.limit(resend_limit, deduct_when=sent_an_email)
 def email_link(token: str) -> Response | tuple[Response, int]:
-    """Email a fresh resume link to the address typed; the same answer whoever owns it."""
+    """Email a fresh resume link to the address typed; the same answer whoever owns it.
+
+    Not once there is nothing left to do on Medallion (a tab left open from before): the
+    emailed page then says so instead.
+    """
     record = record_for(token)
+    if record.state not in CONTINUABLE:
+        return redirect(url_for("status.emailed", token=token), 303)
     form = ResendForm()
     if not form.validate_on_submit():
         return no_store(Response(resend_page(record, token, form, None))), 422
