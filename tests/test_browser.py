@@ -387,3 +387,20 @@ def test_browser_form_posts_work_over_https(https_portal, browser):
         expect(page.get_by_role("link", name="Continue to verification")).to_be_visible()
     finally:
         context.close()
+
+
+def test_browser_form_with_a_stale_csrf_token_comes_back_filled_in(live, page):
+    from playwright.sync_api import expect
+
+    live.portal_app.config["NEXT_STEP_REDIRECT_SECONDS"] = 60
+    page.goto(f"{live.portal_url}/")
+    fill_form(page, "Dana")
+    # As if the form had been left open for hours: its token no longer checks out.
+    page.locator("form[action='/'] input[name=csrf_token]").evaluate("field => field.value = 'x'")
+    page.get_by_role("button", name="Continue").click()
+
+    expect(page.locator(".error-summary")).to_contain_text("couldn't accept that form")
+    expect(page.get_by_label("First name")).to_have_value("Dana")
+    expect(page.get_by_label("I agree")).to_be_checked()
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("link", name="Continue to verification")).to_be_visible()
