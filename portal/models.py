@@ -25,6 +25,9 @@ STATE_RANK = {PENDING: 0, IN_PROGRESS: 1, EXPIRED: 2, NEEDS_REVIEW: 3, VERIFIED:
 STATES = tuple(STATE_RANK)
 # Decisions. A terminal state is never replaced by a non-terminal one.
 TERMINAL_STATES = frozenset({VERIFIED, FAILED})
+# Where the person still has something to do on Medallion. Not under review: a new link then
+# would start the verification over.
+CONTINUABLE_STATES = frozenset({PENDING, IN_PROGRESS, EXPIRED})
 
 UUID_LENGTH = 36
 PROVIDER_TEXT_LENGTH = 100
@@ -91,6 +94,11 @@ class Verification(db.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def can_continue(self) -> bool:
+        """Whether a new Medallion link is of any use to the person (see CONTINUABLE_STATES)."""
+        return self.state in CONTINUABLE_STATES
 
     def __repr__(self) -> str:
         return f"<Verification {self.user_access_code} {self.state}>"

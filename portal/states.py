@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from portal.models import (
+    CONTINUABLE_STATES,
     EXPIRED,
     FAILED,
     IN_PROGRESS,
@@ -25,7 +26,6 @@ class StateText:
 
 
 STEPS = ("Details submitted", "Verification started", "Under review", "Decision")
-CONTINUABLE = frozenset({PENDING, IN_PROGRESS, EXPIRED})
 
 
 def timeline(state: str, reviewed: bool) -> list[str]:
@@ -34,7 +34,7 @@ def timeline(state: str, reviewed: bool) -> list[str]:
     `reviewed` says whether the record passed through review; a decision reached without
     one shows that step as skipped rather than done.
     """
-    if state in CONTINUABLE:
+    if state in CONTINUABLE_STATES:
         return ["done", "current", "todo", "todo"]
     if state not in TERMINAL_STATES:
         return ["done", "done", "current", "todo"]
@@ -87,5 +87,5 @@ def describe(state: str, contact: str, link_issued: bool = False) -> StateText:
         title=title,
         detail=detail.format(contact=contact),
         terminal=state in TERMINAL_STATES,
-        can_continue=state in CONTINUABLE,
+        can_continue=state in CONTINUABLE_STATES,
     )

@@ -20,7 +20,6 @@ from portal.helpers import (
 )
 from portal.models import Verification
 from portal.ratelimits import resend_key, resend_limit, sent_an_email
-from portal.states import CONTINUABLE
 from portal.tokens import TokenExpired, TokenInvalid
 from portal.views.status import link_refused
 
@@ -65,7 +64,7 @@ def open_link(token: str) -> Response | tuple[str, int]:
     if record is None or expired:
         return problem(token, record, expired)
     status = status_url(record.user_access_code)
-    if record.state not in CONTINUABLE:
+    if not record.can_continue:
         return redirect(status, 303)
     try:
         link = get_client().create_link(record.user_access_code, status)

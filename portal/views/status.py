@@ -33,7 +33,7 @@ from portal.helpers import (
 )
 from portal.models import Verification
 from portal.ratelimits import resend_key, resend_limit, sent_an_email
-from portal.states import CONTINUABLE, STEPS, describe, timeline
+from portal.states import STEPS, describe, timeline
 from portal.tokens import TokenExpired, TokenInvalid
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def continue_verification(token: str) -> Response | tuple[str, int]:
     link would start the verification over, so they see the status page instead.
     """
     record = record_for(token)
-    if record.state not in CONTINUABLE:
+    if not record.can_continue:
         return redirect(status_url(record.user_access_code), 303)
     try:
         link = get_client().create_link(
@@ -177,7 +177,7 @@ def email_link(token: str) -> Response | tuple[Response, int]:
     emailed page then says so instead.
     """
     record = record_for(token)
-    if record.state not in CONTINUABLE:
+    if not record.can_continue:
         return redirect(url_for("status.emailed", token=token), 303)
     form = ResendForm()
     if not form.validate_on_submit():
@@ -197,7 +197,7 @@ def resend_page(record: Verification, token: str, form: ResendForm, sent: str | 
         resume_link=link,
         qr=qr_svg(link, "QR code of your verification link"),
         terminal=record.is_terminal,
-        continuable=record.state in CONTINUABLE,
+        continuable=record.can_continue,
     )
 
 
